@@ -1,0 +1,395 @@
+"""CuratedLoader: a DataLoader that scores each super-batch of B samples and yields the b worth training on."""
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data._utils.collate import default_collate
+
+from .batch import attach, batch_len, cat_batches, index_batch
+from .schedules import Always, Schedule
+from .scores import Scorer, Scores, as_scores
+from .selection import JEST, Selector, uniform
+from .stats import LoaderStats
+
+NAN_POLICIES = ("raise", "uniform")
+
+
+def derive_seed(*words: int) -> int:
+    """A 63-bit seed derived from integers (seed, rank, purpose...), independent across purposes."""
+    return int(np.random.SeedSequence([w % 2**64 for w in words]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def resolve_super_batch_size(batch_size: int, filter_ratio: Optional[float], super_batch_size: Optional[int]) -> int:
+    """B from b and either filter_ratio (B = round(b / (1 - filter_ratio))) or super_batch_size."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if filter_ratio is not None and super_batch_size is not None:
+        raise ValueError("give filter_ratio or super_batch_size, not both")
+    if super_batch_size is None:
+        ratio = 0.8 if filter_ratio is None else filter_ratio
+        if not (isinstance(ratio, (int, float)) and 0.0 <= ratio < 1.0):
+            raise ValueError(f"filter_ratio must be in [0, 1), got {filter_ratio!r}")
+        return max(batch_size, round(batch_size / (1.0 - ratio)))
+    if not isinstance(super_batch_size, int) or super_batch_size < batch_size:
+        raise ValueError(
+            f"super_batch_size must be an int >= batch_size ({batch_size}), got {super_batch_size!r}"
+        )
+    return super_batch_size
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class _WithIndex(Dataset):
+    """Map-style dataset whose items carry their index: the stable sample id."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, i: int):
+        return i, self.dataset[i]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+class _CollateWithIds:
+    def __init__(self, collate_fn: Callable):
+        self.collate_fn = collate_fn
+
+    def __call__(self, items):
+        return torch.tensor([i for i, _ in items], dtype=torch.long), self.collate_fn([s for _, s in items])
+
+
+class _EpochChunks(Sampler):
+    """Batch sampler of the internal DataLoader: this rank's epoch order, from the resume position on,
+    in chunks of b. The order is drawn when iteration starts, so the RNG calls happen in the same
+    sequence as in a DataLoader with the same sampler/generator."""
+
+    def __init__(self, loader: "CuratedLoader"):
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.loader._epoch_order()
+        b, start = self.loader.batch_size, self.loader._position
+        for i in range(start, len(order), b):
+            yield order[i : i + b]
+
+    def __len__(self) -> int:
+        rows = self.loader._rows_per_epoch() - self.loader._position
+        return -(-rows // self.loader.batch_size)
+
+
+class _Rows:
+    """FIFO of collated pieces (ids, batch); takes exactly n rows, slicing a piece when needed."""
+
+    def __init__(self) -> None:
+        self.pieces: deque = deque()
+        self.n = 0
+
+    def put(self, ids, batch) -> None:
+        n = batch_len(ids)
+        if n:
+            self.pieces.append((ids, batch, n))
+            self.n += n
+
+    def take(self, n: int):
+        ids, batches = [], []
+        while n > 0:
+            pid, pb, pn = self.pieces.popleft()
+            if pn > n:  # split the piece: keep its tail for the next step
+                head, tail = torch.arange(n), torch.arange(n, pn)
+                self.pieces.appendleft((index_batch(pid, tail), index_batch(pb, tail), pn - n))
+                pid, pb, pn = index_batch(pid, head), index_batch(pb, head), n
+            ids.append(pid)
+            batches.append(pb)
+            n -= pn
+            self.n -= pn
+        return cat_batches(ids), cat_batches(batches)
+
+
+def _pin(batch: Any) -> Any:
+    return torch.utils._pytree.tree_map(lambda t: t.pin_memory() if isinstance(t, Tensor) else t, batch)
+
+
+class CuratedLoader:
+    """A drop-in `DataLoader` with online batch selection (JEST, RHO-LOSS).
+
+    Each step reads a super-batch of B = round(batch_size / (1 - filter_ratio)) samples, scores it with
+    `scorer`, and yields the `batch_size` samples that `selector` picks. With `scorer=None`, or while
+    `schedule` is inactive, it is a plain DataLoader: each sample once per epoch, nothing discarded.
+    One epoch is one pass over the data, so with selection on it has about N / B steps.
+
+    >>> loader = CuratedLoader(dataset, batch_size=64, filter_ratio=0.8,
+    ...                        scorer=CrossEntropyScorer(model, reference_losses=table))
+    >>> for x, y in loader:
+    ...     train_step(x, y)
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int = 1,
+        *,
+        filter_ratio: Optional[float] = None,
+        super_batch_size: Optional[int] = None,
+        scorer: Optional[Callable] = None,
+        selector: Optional[Callable] = None,
+        schedule: Optional[Schedule] = None,
+        seed: int = 0,
+        nan: str = "raise",
+        subset: Optional[Sequence[int]] = None,
+        shuffle: Optional[bool] = None,
+        sampler: Optional[Sampler] = None,
+        num_workers: int = 0,
+        collate_fn: Optional[Callable] = None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        generator: Optional[torch.Generator] = None,
+        **dataloader_kwargs: Any,
+    ):
+        if "batch_sampler" in dataloader_kwargs:
+            raise ValueError("batch_sampler is not supported: CuratedLoader forms the batches; pass sampler=")
+        self.batch_size = batch_size
+        self.super_batch_size = resolve_super_batch_size(batch_size, filter_ratio, super_batch_size)
+        if scorer is not None and not callable(scorer):
+            raise ValueError(f"scorer must be callable on a batch, got {type(scorer).__name__}")
+        if selector is not None and not callable(selector):
+            raise ValueError(f"selector must be callable, got {type(selector).__name__}")
+        if schedule is not None and not callable(getattr(schedule, "active", None)):
+            raise ValueError(f"schedule must have an active(step) method, got {type(schedule).__name__}")
+        if nan not in NAN_POLICIES:
+            raise ValueError(f"nan must be one of {NAN_POLICIES}, got {nan!r}")
+        if not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.iterable = isinstance(dataset, IterableDataset)
+        if self.iterable and (shuffle or sampler is not None or subset is not None):
+            raise ValueError("shuffle, sampler and subset need a map-style dataset; got an IterableDataset")
+        if sampler is not None and shuffle:
+            raise ValueError("sampler is mutually exclusive with shuffle")
+        self.dataset, self.scorer, self.seed, self.nan = dataset, scorer, seed, nan
+        self.selector: Callable = JEST() if selector is None else selector
+        self.schedule: Schedule = Always() if schedule is None else schedule
+        self.subset = None if subset is None else list(subset)
+        self.shuffle, self.sampler, self.drop_last = bool(shuffle), sampler, drop_last
+        self.pin_memory = pin_memory
+        self.rank, self.world_size = _dist_rank_world()
+        self.stats = LoaderStats()
+        self.collate_fn = default_collate if collate_fn is None else collate_fn
+
+        # Shuffling and worker seeds come from the user's generator if given (DataLoader semantics),
+        # else from ours, re-seeded from (seed, epoch) at the start of every epoch.
+        self._user_generator = generator is not None
+        self._order_gen = generator if generator is not None else torch.Generator()
+        self._select_gen = torch.Generator().manual_seed(derive_seed(seed, self.rank, 1))
+        self._score_gen = torch.Generator().manual_seed(derive_seed(seed, self.rank, 2))
+        if isinstance(scorer, Scorer):
+            scorer.generator = self._score_gen
+        self._epoch, self._position, self._step, self._in_epoch = 0, 0, 0, False
+        self._resume = False  # load_state_dict asked to continue a saved epoch
+        self._epoch_rng_state: Optional[Tensor] = None
+
+        if self.iterable:
+            self._loader = DataLoader(
+                dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=self.collate_fn,
+                pin_memory=pin_memory, generator=self._order_gen, **dataloader_kwargs,
+            )
+        else:
+            self._loader = DataLoader(
+                _WithIndex(dataset), batch_sampler=_EpochChunks(self), num_workers=num_workers,
+                collate_fn=_CollateWithIds(self.collate_fn), pin_memory=pin_memory,
+                generator=self._order_gen, **dataloader_kwargs,
+            )
+
+    # ---- epoch order (map-style) ---------------------------------------------------------------
+
+    def _base_indices(self) -> list[int]:
+        return list(range(len(self.dataset))) if self.subset is None else self.subset
+
+    def _epoch_order(self) -> list[int]:
+        """This rank's indices for the current epoch, split across ranks like DistributedSampler."""
+        base = self._base_indices()
+        if self.sampler is not None:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(self._epoch)
+            order = [base[i] for i in self.sampler] if self.subset is not None else list(self.sampler)
+        elif self.shuffle:
+            order = [base[i] for i in torch.randperm(len(base), generator=self._order_gen).tolist()]
+        else:
+            order = base
+        if self.world_size > 1:
+            order = self._split_for_rank(order)
+        return order
+
+    def _split_for_rank(self, order: list[int]) -> list[int]:
+        n, w = len(order), self.world_size
+        if self.drop_last:
+            order = order[: n - n % w]
+        elif n % w:
+            pad = w - n % w
+            order = order + (order * (pad // max(n, 1) + 1))[:pad]
+        return order[self.rank :: w]
+
+    def _rows_per_epoch(self) -> int:
+        if self.iterable:
+            return len(self.dataset)  # TypeError for iterables without __len__, as DataLoader
+        n = len(self.sampler) if self.sampler is not None else len(self._base_indices())
+        if self.world_size > 1:
+            n = n // self.world_size if self.drop_last else -(-n // self.world_size)
+        return n
+
+    # ---- DataLoader surface --------------------------------------------------------------------
+
+    def _selecting(self, step: int) -> bool:
+        return self.scorer is not None and self.schedule.active(step)
+
+    def __len__(self) -> int:
+        """Batches in one epoch, following the schedule from the current step."""
+        rows, step, steps = self._rows_per_epoch(), self._step, 0
+        if self._in_epoch:
+            rows -= self._position
+        while rows > 0:
+            need = self.super_batch_size if self._selecting(step) else self.batch_size
+            if rows < need and self.drop_last:
+                break
+            rows, step, steps = rows - min(rows, need), step + 1, steps + 1
+        return steps
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch (its shuffle order) that the next iteration runs, as DistributedSampler."""
+        self._epoch, self._position, self._in_epoch, self._resume = epoch, 0, False, False
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._resume:  # continue the saved epoch: replay its order from the saved RNG state
+            self._order_gen.set_state(self._epoch_rng_state)
+        else:
+            if self._in_epoch:  # the last iteration was abandoned: start the next epoch, as DataLoader
+                self._epoch += 1
+            self._position = 0
+            if not self._user_generator:
+                self._order_gen.manual_seed(derive_seed(self.seed, self._epoch))
+            self._epoch_rng_state = self._order_gen.get_state()
+        self._in_epoch, self._resume = True, False
+        if not self.iterable and self._rows_per_epoch() == 0:
+            raise ValueError(
+                f"rank {self.rank} of {self.world_size} has no data: the dataset has "
+                f"{len(self._base_indices())} samples"
+            )
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self._epoch)
+        yield from self._run_epoch()
+        self._epoch, self._position, self._in_epoch = self._epoch + 1, 0, False
+
+    def _pieces(self) -> Iterator[tuple]:
+        """(ids, batch) pieces from the internal DataLoader, from the current position on."""
+        if not self.iterable:
+            yield from self._loader
+            return
+        pos, skip = 0, self._position  # generic iterables cannot seek: re-read and drop the consumed rows
+        for batch in self._loader:
+            n = batch_len(batch)
+            ids = torch.arange(pos, pos + n)
+            pos += n
+            if pos <= skip:
+                continue
+            if pos - n < skip:
+                keep = torch.arange(skip - (pos - n), n)
+                ids, batch = index_batch(ids, keep), index_batch(batch, keep)
+            yield ids, batch
+
+    def _run_epoch(self) -> Iterator[Any]:
+        rows, pieces, exhausted = _Rows(), self._pieces(), False
+        b, B, stats = self.batch_size, self.super_batch_size, self.stats
+        last = time.perf_counter()
+        while True:
+            selecting = self._selecting(self._step)
+            need = B if selecting else b
+            t0 = time.perf_counter()
+            while rows.n < need and not exhausted:
+                try:
+                    rows.put(*next(pieces))
+                except StopIteration:
+                    exhausted = True
+            stats.wait_ms += 1e3 * (time.perf_counter() - t0)
+            n = min(need, rows.n)
+            if n == 0 or (n < need and self.drop_last):
+                return
+            ids, batch = rows.take(n)
+            self._position += n
+            if selecting:
+                batch = self._select(ids, batch, max(1, round(n * b / B)) if n < B else b)
+            stats.seen += n
+            stats.trained += batch_len(batch)
+            stats.steps += 1
+            self._step += 1
+            now = time.perf_counter()
+            stats.step_ms += 1e3 * (now - last)
+            yield batch
+            last = time.perf_counter()
+
+    def _select(self, ids, batch, k: int) -> Any:
+        n = batch_len(batch)
+        t0 = time.perf_counter()
+        out = self.scorer(batch, ids) if isinstance(self.scorer, Scorer) else self.scorer(batch)
+        scores = as_scores(out, n)
+        t1 = time.perf_counter()
+        self.stats.score_ms += 1e3 * (t1 - t0)
+        finite = scores.finite()
+        bad = int((~finite).sum())
+        if bad:
+            self.stats.nan_scores += bad
+            if self.nan == "raise":
+                raise ValueError(
+                    f"scorer returned NaN/inf scores for {bad} of {n} samples at step {self._step}; "
+                    "pass nan='uniform' to fall back to a uniform draw for such super-batches"
+                )
+            self.stats.nan_batches += 1
+            chosen = uniform(n, k, self._select_gen)
+        else:
+            self.schedule.update(self._step, scores)
+            chosen = self.selector(scores, k, self._select_gen)
+        chosen = torch.sort(chosen.cpu()).values
+        sub = index_batch(batch, chosen)
+        for name, value in scores.extras.items():
+            sub = attach(sub, name, value[chosen.to(value.device)])
+        if self.pin_memory and torch.cuda.is_available():
+            sub = _pin(sub)
+        self.stats.rejected += n - k
+        self.stats.select_ms += 1e3 * (time.perf_counter() - t1)
+        return sub
+
+    # ---- state ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """What exact resume needs: epoch, position, step, RNG states, schedule state, stats."""
+        return {
+            "epoch": self._epoch,
+            "position": self._position,
+            "in_epoch": self._in_epoch,
+            "step": self._step,
+            "epoch_rng": self._epoch_rng_state,
+            "select_rng": self._select_gen.get_state(),
+            "score_rng": self._score_gen.get_state(),
+            "schedule": self.schedule.state_dict(),
+            "stats": self.stats.as_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state`: the next iteration yields what the saved run would have yielded next."""
+        self._epoch, self._position = state["epoch"], state["position"]
+        self._in_epoch, self._step = state["in_epoch"], state["step"]
+        self._resume = state["in_epoch"]
+        self._epoch_rng_state = state["epoch_rng"]
+        self._select_gen.set_state(state["select_rng"])
+        self._score_gen.set_state(state["score_rng"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.stats.load(state["stats"])

@@ -1,0 +1,82 @@
+"""When selection is on. A schedule answers `active(step)` and may learn from each step's scores."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .scores import Scores
+
+
+class Schedule:
+    """Base: always on. `update` sees each scored super-batch; state goes into the loader's state_dict."""
+
+    def active(self, step: int) -> bool:
+        return True
+
+    def update(self, step: int, scores: Scores) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class Always(Schedule):
+    """Select at every step."""
+
+
+class Steps(Schedule):
+    """Select for steps in [start, end); `end=None` means for ever.
+
+    >>> [Steps(1, 3).active(s) for s in range(4)]
+    [False, True, True, False]
+    """
+
+    def __init__(self, start: int = 0, end: Optional[int] = None):
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"Steps needs 0 <= start <= end, got start={start!r}, end={end!r}")
+        self.start, self.end = int(start), end
+
+    def active(self, step: int) -> bool:
+        return step >= self.start and (self.end is None or step < self.end)
+
+
+class Early(Schedule):
+    """Early AJEST: select from step 0, and stop for good the first time the learner's mean
+    super-batch loss falls below the reference's. Under torch.distributed the means are averaged over
+    ranks first, so every rank switches at the same step.
+
+    >>> e = Early(); e.update(0, Scores(torch.tensor([0.1]), torch.tensor([0.5]))); e.active(1)
+    False
+    """
+
+    def __init__(self) -> None:
+        self.stopped_at: Optional[int] = None
+
+    def active(self, step: int) -> bool:
+        return self.stopped_at is None
+
+    def update(self, step: int, scores: Scores) -> None:
+        if self.stopped_at is not None:
+            return
+        means = torch.tensor(scores.mean_losses(), dtype=torch.float64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            backend_device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+            means = means.to(backend_device)
+            torch.distributed.all_reduce(means)
+            means = means.cpu()
+        learner, reference = means.tolist()
+        if learner < reference:
+            self.stopped_at = step
+
+    def state_dict(self) -> dict:
+        return {"stopped_at": self.stopped_at}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stopped_at = state["stopped_at"]

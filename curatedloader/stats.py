@@ -1,0 +1,41 @@
+"""Counts and timings of a CuratedLoader, for any logger."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class LoaderStats:
+    """`loader.stats`: what was loaded, trained on, thrown away, and where the time went.
+
+    `overhead` is the share of wall-clock between batches (the training step included) spent
+    scoring and selecting.
+
+    >>> LoaderStats(score_ms=1.0, select_ms=1.0, step_ms=100.0).overhead
+    0.02
+    """
+
+    steps: int = 0
+    seen: int = 0             # samples loaded into batches
+    trained: int = 0          # samples yielded to the training loop
+    rejected: int = 0         # samples scored and not selected
+    skipped_samples: int = 0  # samples that failed to read or decode
+    bad_shards: int = 0       # shards that were corrupt or truncated
+    nan_scores: int = 0       # samples whose scores were NaN or inf
+    nan_batches: int = 0      # super-batches that fell back to a uniform draw (nan="uniform")
+    wait_ms: float = 0.0      # waiting for data from the workers
+    score_ms: float = 0.0     # running the scorer
+    select_ms: float = 0.0    # drawing the sub-batch and gathering its rows
+    step_ms: float = 0.0      # wall-clock between consecutive batches
+
+    @property
+    def overhead(self) -> float:
+        return (self.score_ms + self.select_ms) / self.step_ms if self.step_ms > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "overhead": self.overhead}
+
+    def load(self, state: dict) -> None:
+        for k, v in state.items():
+            if k in self.__dataclass_fields__:
+                setattr(self, k, v)
