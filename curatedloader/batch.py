@@ -47,8 +47,8 @@ def index_batch(batch: Any, idx: Tensor) -> Any:
     >>> index_batch((torch.arange(4), ["a", "b", "c", "d"]), torch.tensor([3, 1]))
     (tensor([3, 1]), ['d', 'b'])
     """
-    if isinstance(batch, Tensor):
-        return batch[idx.to(batch.device)]
+    if isinstance(batch, Tensor):  # index_select: a few times faster than batch[idx] on CPU
+        return batch.index_select(0, idx.to(batch.device))
     if isinstance(batch, np.ndarray):
         return batch[idx.cpu().numpy()]
     if isinstance(batch, Mapping):

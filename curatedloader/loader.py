@@ -71,22 +71,22 @@ class _CollateWithIds:
 
 
 class _EpochChunks(Sampler):
-    """Batch sampler of the internal DataLoader: this rank's epoch order, from the resume position on,
-    in chunks of b. The order is drawn when iteration starts, so the RNG calls happen in the same
-    sequence as in a DataLoader with the same sampler/generator."""
+    """Batch sampler of the internal DataLoader: this rank's epoch order from the resume position on,
+    in chunks of B while the schedule selects and of b otherwise, so workers collate whole super-batches.
+    The order is drawn when iteration starts, so RNG calls happen in the same sequence as in a
+    DataLoader with the same sampler/generator. Chunks read ahead of a schedule change (`Early`) are
+    re-cut by the loader's row buffer, so chunk sizes affect speed only, never the batches."""
 
     def __init__(self, loader: "CuratedLoader"):
         self.loader = loader
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = self.loader._epoch_order()
-        b, start = self.loader.batch_size, self.loader._position
-        for i in range(start, len(order), b):
-            yield order[i : i + b]
-
-    def __len__(self) -> int:
-        rows = self.loader._rows_per_epoch() - self.loader._position
-        return -(-rows // self.loader.batch_size)
+        loader = self.loader
+        order, i, step = loader._epoch_order(), loader._position, loader._step
+        while i < len(order):
+            size = loader.super_batch_size if loader._selecting(step) else loader.batch_size
+            yield order[i : i + size]
+            i, step = i + size, step + 1
 
 
 class _Rows:

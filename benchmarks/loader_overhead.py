@@ -1,0 +1,119 @@
+"""Loader overhead: CuratedLoader with selection off vs DataLoader, and the selection machinery alone.
+
+1. Throughput (samples/s) of CuratedLoader(scorer=None) and DataLoader on the same synthetic image
+   dataset, workers and batch size, interleaved runs in one process; reports the ratio (aim >= 0.97).
+2. The selection machinery at B=4096 (everything but model forwards: scorer glue with a precomputed
+   score table, Gumbel-top-k draw, gathering and collating the sub-batch) in ms per step, as a
+   fraction of one training step (forward + backward + optimizer) of a small CNN on the sub-batch.
+
+    python benchmarks/loader_overhead.py            # full run, a few minutes on 2 cores
+    python benchmarks/loader_overhead.py --quick
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from curatedloader import JEST, CuratedLoader, Scorer, Scores
+
+
+class Images(Dataset):
+    """Synthetic uint8 images decoded to float, as an image pipeline's last step would."""
+
+    def __init__(self, n: int, size: int = 32):
+        self.n, self.size = n, size
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        g = torch.Generator().manual_seed(i)
+        img = torch.randint(0, 256, (3, self.size, self.size), dtype=torch.uint8, generator=g)
+        return img.float().div_(255), i % 10
+
+
+class TableScorer(Scorer):
+    """Looks scores up by sample id: the machinery without any model forward."""
+
+    def __init__(self, n: int):
+        self.learner, self.reference = torch.randn(n), torch.randn(n)
+
+    def score(self, batch, ids) -> Scores:
+        return Scores(learner=self.learner[ids], reference=self.reference[ids])
+
+
+def throughput(make, epochs: int) -> float:
+    loader = make()
+    start, n = time.perf_counter(), 0
+    for _ in range(epochs):
+        for x, _ in loader:
+            n += len(x)
+    return n / (time.perf_counter() - start)
+
+
+def compare_throughput(args) -> tuple[float, float]:
+    data = Images(args.n)
+    kw = dict(batch_size=args.batch_size, num_workers=args.workers, shuffle=True)
+    runs = {"DataLoader": [], "CuratedLoader": []}
+    for r in range(args.repeats):  # interleave so that machine noise hits both alike
+        runs["DataLoader"].append(throughput(lambda: DataLoader(data, generator=torch.Generator().manual_seed(r), **kw), 1))
+        runs["CuratedLoader"].append(throughput(lambda: CuratedLoader(data, seed=r, **kw), 1))
+    return statistics.median(runs["DataLoader"]), statistics.median(runs["CuratedLoader"])
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 8 * 8, 10),
+    )
+
+
+def machinery(args) -> tuple[float, float]:
+    B, b = 4096, 819  # filter_ratio 0.8
+    steps = 4 if args.quick else 12
+    data = Images(B * steps)
+    loader = CuratedLoader(data, batch_size=b, super_batch_size=B, scorer=TableScorer(len(data)),
+                           selector=JEST(), shuffle=True)
+    model = cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    step_ms = []
+    for x, y in loader:
+        t = time.perf_counter()
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        step_ms.append(1e3 * (time.perf_counter() - t))
+    s = loader.stats
+    return (s.score_ms + s.select_ms) / s.steps, statistics.median(step_ms)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    p.add_argument("--n", type=int, default=None, help="samples per epoch (default 20000, quick 2000)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=None, help="interleaved runs of each (default 5, quick 1)")
+    args = p.parse_args()
+    args.n = args.n or (2000 if args.quick else 20000)
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    torch.set_num_threads(1)
+
+    dl, cl = compare_throughput(args)
+    print(f"selection off, {args.n} samples, batch {args.batch_size}, {args.workers} workers, "
+          f"median of {args.repeats}:")
+    print(f"  DataLoader    {dl:10.0f} samples/s")
+    print(f"  CuratedLoader {cl:10.0f} samples/s   ratio {cl / dl:.3f}")
+    mech, step = machinery(args)
+    print(f"selection machinery at B=4096, b=819 (no model forwards): {mech:.2f} ms/step; "
+          f"training step of a small CNN on b=819 (CPU, 1 thread): {step:.1f} ms; fraction {mech / step:.2%}")
+
+
+if __name__ == "__main__":
+    main()
