@@ -1,0 +1,26 @@
+"""Row operations on collated batches."""
+import numpy as np
+import torch
+
+from curatedloader.batch import attach, batch_len, cat_batches, index_batch
+
+
+def nested(n: int, start: int = 0):
+    r = torch.arange(start, start + n)
+    return {"x": r.float(), "pair": (r, [f"s{i}" for i in r.tolist()]), "arr": np.arange(start, start + n)}
+
+
+def test_index_then_cat_round_trips():
+    batch = nested(6)
+    idx = torch.tensor([4, 0, 2])
+    sub = index_batch(batch, idx)
+    assert batch_len(sub) == 3 and sub["pair"][1] == ["s4", "s0", "s2"] and sub["arr"].tolist() == [4, 0, 2]
+    joined = cat_batches([index_batch(batch, torch.arange(3)), index_batch(batch, torch.arange(3, 6))])
+    assert joined["x"].tolist() == batch["x"].tolist() and joined["pair"][1] == batch["pair"][1]
+    assert joined["arr"].tolist() == list(range(6))
+
+
+def test_attach_adds_a_field():
+    assert attach({"x": 1}, "w", 2) == {"x": 1, "w": 2}
+    assert len(attach((1, 2), "w", 3)) == 3
+    assert isinstance(attach(torch.zeros(2), "w", 3), tuple)
