@@ -20,9 +20,22 @@ def gumbel_topk(logits: Tensor, k: int, generator: torch.Generator) -> Tensor:
     >>> gumbel_topk(torch.tensor([0.0, 50.0, -50.0]), 1, torch.Generator().manual_seed(0))
     tensor([1])
     """
-    u = torch.rand(logits.shape, generator=generator, dtype=torch.float64).to(logits.device)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-    return torch.topk(logits.double() + gumbel, k).indices
+    u = uniform_noise(logits, generator)
+    gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)))
+    return torch.topk(logits.to(u.dtype) + gumbel, k).indices
+
+
+def uniform_noise(like: Tensor, generator: torch.Generator) -> Tensor:
+    """U(0, 1) noise shaped like `like`, on its device, determined by the CPU `generator` alone.
+
+    On an accelerator the noise comes from a device generator seeded by one draw of `generator`, so no
+    host-to-device copy or sync is needed and the loader's state_dict still holds all the state.
+    """
+    if like.device.type == "cpu":
+        return torch.rand(like.shape, generator=generator, dtype=torch.float64)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    device_gen = torch.Generator(like.device).manual_seed(seed)
+    return torch.rand(like.shape, generator=device_gen, device=like.device, dtype=torch.float32)
 
 
 class Selector:
