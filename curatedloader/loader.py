@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from .batch import attach, batch_len, cat_batches, index_batch
+from .batch import attach, batch_len, cat_batches, get_field, index_batch
 from .schedules import Always, Schedule
 from .scores import Scorer, Scores, as_scores
 from .selection import JEST, Selector, uniform
@@ -129,6 +129,10 @@ class CuratedLoader:
     `schedule` is inactive, it is a plain DataLoader: each sample once per epoch, nothing discarded.
     One epoch is one pass over the data, so with selection on it has about N / B steps.
 
+    `subset` restricts a map-style dataset to a keep-list of indices (`pruning.load_keep`);
+    `class_weights` (a [K] tensor, e.g. the live `GroupDRO.weights`) adds per-sample weights under the
+    name "weight" (a dict key, or one more tuple element), looked up by the class in `target_key`.
+
     >>> loader = CuratedLoader(dataset, batch_size=64, filter_ratio=0.8,
     ...                        scorer=CrossEntropyScorer(model, reference_losses=table))
     >>> for x, y in loader:
@@ -148,6 +152,8 @@ class CuratedLoader:
         seed: int = 0,
         nan: str = "raise",
         subset: Optional[Sequence[int]] = None,
+        class_weights: Optional[Tensor] = None,
+        target_key: Any = 1,
         shuffle: Optional[bool] = None,
         sampler: Optional[Sampler] = None,
         num_workers: int = 0,
@@ -179,7 +185,12 @@ class CuratedLoader:
         self.dataset, self.scorer, self.seed, self.nan = dataset, scorer, seed, nan
         self.selector: Callable = JEST() if selector is None else selector
         self.schedule: Schedule = Always() if schedule is None else schedule
-        self.subset = None if subset is None else list(subset)
+        self.subset = None if subset is None else [int(i) for i in subset]
+        if self.subset is not None and not all(0 <= i < len(dataset) for i in self.subset):
+            raise ValueError(f"subset must hold dataset indices in [0, {len(dataset)}), e.g. from load_keep()")
+        if class_weights is not None and (not isinstance(class_weights, Tensor) or class_weights.dim() != 1):
+            raise ValueError("class_weights must be a 1-D tensor of per-class weights (e.g. GroupDRO(...).weights)")
+        self.class_weights, self.target_key = class_weights, target_key
         self.shuffle, self.sampler, self.drop_last = bool(shuffle), sampler, drop_last
         self.pin_memory = pin_memory
         self.rank, self.world_size = _dist_rank_world()
@@ -198,9 +209,12 @@ class CuratedLoader:
         self._resume = False  # load_state_dict asked to continue a saved epoch
         self._epoch_rng_state: Optional[Tensor] = None
 
+        # a dataset with `pieces` (ShardStream) collates in its workers and resumes by seeking, not re-reading
+        self._seeks = self.iterable and hasattr(dataset, "pieces")
         if self.iterable:
             self._loader = DataLoader(
-                dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=self.collate_fn,
+                dataset, batch_size=None if self._seeks else batch_size, num_workers=num_workers,
+                collate_fn=None if self._seeks else self.collate_fn,
                 pin_memory=pin_memory, generator=self._order_gen, **dataloader_kwargs,
             )
         else:
@@ -209,6 +223,16 @@ class CuratedLoader:
                 collate_fn=_CollateWithIds(self.collate_fn), pin_memory=pin_memory,
                 generator=self._order_gen, **dataloader_kwargs,
             )
+
+    @classmethod
+    def from_shards(cls, urls: Any, batch_size: int, **kwargs: Any) -> "CuratedLoader":
+        """A CuratedLoader over WebDataset tar shards; see `curatedloader.shards.from_shards`.
+
+        >>> loader = CuratedLoader.from_shards("data/train-{000000..000099}.tar", 256, to_tuple=("jpg", "cls"))
+        """
+        from .shards import from_shards
+
+        return from_shards(cls, urls, batch_size, **kwargs)
 
     # ---- epoch order (map-style) ---------------------------------------------------------------
 
@@ -294,6 +318,9 @@ class CuratedLoader:
         if not self.iterable:
             yield from self._loader
             return
+        if self._seeks:
+            yield from self.dataset.pieces(self._loader, lambda: self._position, self.stats)
+            return
         pos, skip = 0, self._position  # generic iterables cannot seek: re-read and drop the consumed rows
         for batch in self._loader:
             n = batch_len(batch)
@@ -327,6 +354,8 @@ class CuratedLoader:
             self._position += n
             if selecting:
                 batch = self._select(ids, batch, max(1, round(n * b / B)) if n < B else b)
+            if self.class_weights is not None:
+                batch = self._weigh(batch)
             stats.seen += n
             stats.trained += batch_len(batch)
             stats.steps += 1
@@ -367,11 +396,17 @@ class CuratedLoader:
         self.stats.select_ms += 1e3 * (time.perf_counter() - t1)
         return sub
 
+    def _weigh(self, batch: Any) -> Any:
+        """Attach per-sample weights from the (live) class weights, under the name "weight"."""
+        from .pruning.dro import sample_weights
+
+        return attach(batch, "weight", sample_weights(self.class_weights, get_field(batch, self.target_key)))
+
     # ---- state ---------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
         """What exact resume needs: epoch, position, step, RNG states, schedule state, stats."""
-        return {
+        state = {
             "epoch": self._epoch,
             "position": self._position,
             "in_epoch": self._in_epoch,
@@ -382,6 +417,9 @@ class CuratedLoader:
             "schedule": self.schedule.state_dict(),
             "stats": self.stats.as_dict(),
         }
+        if self._seeks:
+            state["stream"] = self.dataset.state_dict(self._position)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state`: the next iteration yields what the saved run would have yielded next."""
@@ -393,3 +431,5 @@ class CuratedLoader:
         self._score_gen.set_state(state["score_rng"])
         self.schedule.load_state_dict(state["schedule"])
         self.stats.load(state["stats"])
+        if self._seeks:
+            self.dataset.load_state_dict(state["stream"])

@@ -1,0 +1,414 @@
+"""WebDataset shards as a CuratedLoader source: seeded shard order, exact resume, corrupt input skipped.
+
+Each epoch the shard order is drawn from (seed, epoch), split by rank, then by worker (a fixed slice
+each). A worker reads its shards one after the other through a webdataset pipeline (tar reading,
+sample shuffle buffer seeded per shard, decode) and yields collated pieces of `batch_size` rows (the
+last one shorter). The DataLoader takes pieces from the workers in a fixed round-robin, so a stream
+position is a (shard, row) cursor per worker, and resuming only skips rows inside the shard a
+worker was reading.
+
+>>> loader = CuratedLoader.from_shards("data/train-{000000..000099}.tar", batch_size=256,
+...                                    to_tuple=("jpg", "cls"), num_workers=4)
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import tarfile
+import warnings
+from collections import deque
+from dataclasses import dataclass
+from itertools import count, islice
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data._utils.collate import default_collate
+from torch.utils.data._utils.pin_memory import pin_memory
+
+from .batch import index_batch
+from .loader import CuratedLoader, _dist_rank_world, derive_seed
+from .shard_writer import main, write_shards  # noqa: F401  (curatedloader.shards.write_shards is the public name)
+from .stats import LoaderStats
+
+# words that keep the seeds of the shard order, resampling and sample shuffle independent
+_ORDER, _RESAMPLE, _SHUFFLE = 0x5A, 0x5B, 0x5C
+_END = sys.maxsize  # the cursor of a worker that has read all its shards
+
+
+def expand_urls(urls: str | os.PathLike | Sequence[str]) -> list[str]:
+    """Shard URLs from a brace pattern, a local directory of `.tar` files, or a list.
+
+    >>> expand_urls("data/train-{000..002}.tar")
+    ['data/train-000.tar', 'data/train-001.tar', 'data/train-002.tar']
+    """
+    if isinstance(urls, (str, os.PathLike)):
+        path = os.fspath(urls)
+        if os.path.isdir(path):
+            out = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".tar"))
+        else:
+            out = wds.shardlists.expand_urls(path)
+    else:
+        out = [os.fspath(u) for u in urls]
+    if not out:
+        raise ValueError(f"urls names no shards: {urls!r}")
+    names = [os.path.basename(u) for u in out]
+    if len(set(names)) < len(names):
+        raise ValueError("urls: shard file names must be unique, they are part of the sample ids")
+    return out
+
+
+def sample_id(url: str, key: str) -> str:
+    """The stable id of a sample, as in a keep-list: its shard's file name and its `__key__`.
+
+    >>> sample_id("/data/train-000003.tar", "000123")
+    'train-000003.tar/000123'
+    """
+    return f"{os.path.basename(url)}/{key}"
+
+
+def count_samples(url: str, keep: Optional[frozenset] = None) -> int:
+    """Samples in a shard (those in `keep`, if given), from its tar headers; a broken shard counts
+    what can be read of it."""
+    n, last = 0, None
+    try:
+        local = os.path.exists(url)
+        with tarfile.open(url) if local else tarfile.open(fileobj=wds.gopen(url), mode="r|*") as tar:
+            for member in tar:
+                key = wds.tariterators.base_plus_ext(member.name)[0]
+                if member.isreg() and key is not None and key != last:
+                    last = key
+                    n += keep is None or sample_id(url, key) in keep
+    except (tarfile.TarError, OSError, EOFError):
+        pass
+    return n
+
+
+def _with_last(items: Iterable) -> Iterator[tuple[Any, bool]]:
+    """(item, is_last) pairs, one item of lookahead."""
+    it = iter(items)
+    for prev in it:
+        for item in it:
+            yield prev, False
+            prev = item
+        yield prev, True
+
+
+def _copy(state: dict) -> dict:
+    return {**state, "cursors": [list(c) for c in state["cursors"]]}
+
+
+def _drop_torn(samples: Iterator[dict], errors: "_Errors") -> Iterator[dict]:
+    """A read error cuts a shard inside its last sample: drop that sample, it may miss fields."""
+    for sample, last in _with_last(samples):
+        if last and errors.failed:
+            errors.skipped += 1
+        else:
+            yield sample
+
+
+drop_torn = wds.pipelinefilter(_drop_torn)
+
+
+class _Errors:
+    """webdataset error handlers that count what a worker skipped since its last piece and keep
+    one warning per shard; the counts travel to the main process inside the pieces."""
+
+    def __init__(self) -> None:
+        self.skipped, self.bad_shards, self.messages = 0, 0, []
+        self.url, self.failed, self.warned = "", False, False
+
+    def start(self, url: str) -> None:
+        self.url, self.failed, self.warned = url, False, False
+
+    def bad_shard(self, exn: Exception) -> bool:
+        if not self.failed:
+            self.failed, self.bad_shards = True, self.bad_shards + 1
+        return self._warn("unreadable shard, reading stopped", exn)
+
+    def bad_sample(self, exn: Exception) -> bool:
+        self.skipped += 1
+        return self._warn("skipped a sample that failed to decode", exn)
+
+    def _warn(self, what: str, exn: Exception) -> bool:
+        if not self.warned:
+            self.warned = True
+            self.messages.append(f"{self.url}: {what}: {exn!r} (counted in loader.stats; one warning per shard)")
+        return True  # go on with the next sample or shard
+
+    def take(self) -> tuple[int, int, list[str]]:
+        out = self.skipped, self.bad_shards, self.messages
+        self.skipped, self.bad_shards, self.messages = 0, 0, []
+        return out
+
+
+@dataclass
+class _Piece:
+    """Rows `done`, `done` + 1, ... of a worker's stream, with the errors met since its previous piece.
+    A cursor [shard_pos, offset] says where a worker's stream goes on: its `shard_pos`-th shard, row `offset`."""
+
+    worker: int
+    done: int  # rows the worker yielded before this piece
+    where: list[tuple[int, int]]  # the cursor of each row
+    after: tuple[int, int]  # the cursor after the last row
+    ids: list[str]
+    batch: Any
+    skipped: int
+    bad_shards: int
+    messages: list[str]
+
+    def pin_memory(self) -> "_Piece":  # called by DataLoader(pin_memory=True)
+        self.batch = pin_memory(self.batch)
+        return self
+
+
+class ShardStream(IterableDataset):
+    """The shards of this rank as collated pieces, for `CuratedLoader` (see `from_shards`).
+
+    `len()` is the rows this rank yields per epoch, from the tar headers: all samples (in `keep`);
+    under torch.distributed or with `resampled`, total / world_size rounded up (down with
+    `drop_last`), and each rank's stream is cut or padded (by reading its shards again) to it.
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        batch_size: int,
+        *,
+        decode: Any = "torch",
+        to_tuple: Optional[str | Sequence[str]] = None,
+        shuffle: bool = True,
+        shuffle_buffer: int = 1000,
+        resampled: bool = False,
+        keep: Optional[Iterable[str]] = None,
+        collate_fn: Optional[Callable] = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be an int >= 0, got {shuffle_buffer!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if isinstance(to_tuple, str):
+            to_tuple = to_tuple.split()
+        if to_tuple is not None and (not to_tuple or not all(isinstance(f, str) for f in to_tuple)):
+            raise ValueError(f"to_tuple must name fields, e.g. ('jpg', 'cls'), got {to_tuple!r}")
+        if isinstance(keep, str):
+            raise ValueError("keep must be a collection of sample ids, got a str")
+        decoders = [] if decode is None else list(decode) if isinstance(decode, (list, tuple)) else [decode]
+        if not all(isinstance(d, str) or callable(d) for d in decoders):
+            raise ValueError(
+                f"decode must be a webdataset image spec ('torch', 'pil', ...), a handler or a list, got {decode!r}"
+            )
+        self.urls = expand_urls(urls)
+        self.batch_size, self.decoders, self.to_tuple = batch_size, decoders, to_tuple
+        self.shuffle, self.shuffle_buffer, self.resampled = bool(shuffle), shuffle_buffer, bool(resampled)
+        self.keep = None if keep is None else frozenset(keep)
+        self.collate_fn = default_collate if collate_fn is None else collate_fn
+        self.seed, self.drop_last, self.workers = seed, drop_last, max(1, num_workers)
+        self.rank, self.world_size = _dist_rank_world()
+        if not resampled and len(self.urls) // self.world_size < self.workers:
+            raise ValueError(
+                f"urls has {len(self.urls)} shards: too few for {self.world_size} rank(s) x {self.workers} "
+                f"worker(s), some would get none; use fewer num_workers or more shards"
+            )
+        self.epoch = 0
+        self._counts: Optional[list[int]] = None
+        # what workers read this epoch: [epoch, first worker, (shard_pos, offset, done) per worker]; in shared
+        # memory so that persistent workers see it too
+        self._plan = torch.zeros(2 + 3 * self.workers, dtype=torch.long).share_memory_()
+        self._loaded: Optional[dict] = None  # from load_state_dict, for the next pieces()
+        self._state: dict = self._fresh()  # where workers resume once the consumed pieces of _log are folded in
+        self._log: deque = deque()  # (start row, end row, piece info or None for "the rank's shards start again")
+
+    # ---- main process ----------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self._counts is None:
+            self._counts = [count_samples(u, self.keep) for u in self.urls]
+        total = sum(self._counts)
+        if self.world_size == 1 and not self.resampled:
+            return total
+        return total // self.world_size if self.drop_last else -(-total // self.world_size)
+
+    def pieces(
+        self, loader: DataLoader, position: Callable[[], int], stats: LoaderStats
+    ) -> Iterator[tuple[list[str], Any]]:
+        """(ids, batch) pieces of this epoch from `loader` (a DataLoader over this stream), from row
+        `position()` on; `position()` tells how many rows the caller has consumed so far."""
+        start = position()
+        if start == 0:
+            state = self._fresh()
+        elif self._loaded is not None and (self._loaded["epoch"], self._loaded["position"]) == (self.epoch, start):
+            state = self._loaded
+        else:
+            raise ValueError(f"no saved stream state for epoch {self.epoch} row {start}: call load_state_dict")
+        self._loaded, self._state, self._log = None, _copy(state), deque()
+        limit = len(self) if self.world_size > 1 or self.resampled else None
+        row, resumed = start, start > 0
+        while True:  # more than one pass only to pad this rank to `limit` rows
+            self._plan.copy_(torch.tensor([self.epoch, state["first"], *sum(state["cursors"], [])]))
+            rows = bad = 0
+            for piece in loader:
+                stats.skipped_samples += piece.skipped
+                stats.bad_shards += piece.bad_shards
+                bad += piece.bad_shards
+                for message in piece.messages:
+                    warnings.warn(message, stacklevel=2)
+                n = len(piece.ids) if limit is None else min(len(piece.ids), limit - row)
+                self._log.append((row, row + n, (piece.worker, piece.done, piece.where, piece.after)))
+                self._fold(position())
+                if n == len(piece.ids) > 0:
+                    yield piece.ids, piece.batch
+                elif n:  # the end of this rank's epoch cuts the piece
+                    yield piece.ids[:n], index_batch(piece.batch, torch.arange(n))
+                row, rows = row + n, rows + n
+                if limit is not None and row >= limit:
+                    return
+            if rows == 0 and not resumed:
+                raise ValueError(
+                    f"rank {self.rank} of {self.world_size} read no samples from its shards ({bad} unreadable, "
+                    f"see the warnings) of urls {self.urls[0]!r}... ({len(self.urls)} shards)"
+                )
+            if limit is None:
+                return
+            state, resumed = self._fresh(), False
+            self._log.append((row, row, None))
+
+    def state_dict(self, position: int) -> dict:
+        """Where each worker resumes so that the epoch goes on at row `position`."""
+        self._fold(position)
+        state = {**_copy(self._state), "position": position}
+        if self._log and self._log[0][0] < position:  # a piece partly consumed: its worker resumes inside it
+            start, _, (worker, done, where, _) = self._log[0]
+            state["cursors"][worker] = [*where[position - start], done + position - start]
+            state["first"] = worker
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self._loaded = state
+
+    def _fresh(self) -> dict:
+        return {"epoch": self.epoch, "first": 0, "cursors": [[0, 0, 0] for _ in range(self.workers)]}
+
+    def _fold(self, position: int) -> None:
+        """Move the pieces consumed up to row `position` from the log into the resume state."""
+        while self._log and self._log[0][1] <= position:
+            _, _, info = self._log.popleft()
+            if info is None:
+                self._state = self._fresh()
+                continue
+            worker, done, where, after = info
+            self._state["cursors"][worker] = [*after, done + len(where)]
+            self._state["first"] = (worker + 1) % self.workers
+
+    # ---- workers -----------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[_Piece]:
+        """This worker's pieces: cut where its row count is a multiple of batch_size, so a resumed
+        worker cuts where the first run did and the DataLoader's round-robin over workers matches."""
+        info = get_worker_info()
+        epoch, first, *cursors = self._plan.tolist()
+        worker = ((info.id if info is not None else 0) + first) % self.workers
+        shard_pos, offset, done = cursors[3 * worker : 3 * worker + 3]
+        errors, rows = _Errors(), []
+        for row in self._rows(epoch, worker, shard_pos, offset, errors):
+            rows.append(row)
+            if (done + len(rows)) % self.batch_size == 0:
+                yield self._piece(worker, done, rows, errors)
+                done, rows = done + len(rows), []
+        if rows or errors.skipped or errors.bad_shards:
+            yield self._piece(worker, done, rows, errors)
+
+    def _shards(self, epoch: int, worker: int) -> Iterator[tuple[int, int]]:
+        """(shard, sample-shuffle seed) in the order this rank's `worker` reads them in `epoch`."""
+        n = len(self.urls)
+        if self.resampled:  # with replacement and endless: the main process ends the epoch
+            rng = np.random.default_rng(derive_seed(self.seed, epoch, self.rank, worker, _RESAMPLE))
+            for k in count():
+                yield int(rng.integers(n)), derive_seed(self.seed, epoch, self.rank, worker, k, _SHUFFLE)
+        else:
+            rng = np.random.default_rng(derive_seed(self.seed, epoch, _ORDER))
+            order = rng.permutation(n).tolist() if self.shuffle else list(range(n))
+            for shard in order[self.rank :: self.world_size][worker :: self.workers]:
+                yield shard, derive_seed(self.seed, epoch, shard, _SHUFFLE)
+
+    def _rows(self, epoch: int, worker: int, shard_pos: int, offset: int, errors: _Errors) -> Iterator[tuple]:
+        """(cursor, cursor after, id, item) of each row of this worker's stream from [shard_pos, offset] on."""
+        for k, (shard, seed) in enumerate(islice(self._shards(epoch, worker), shard_pos, None), shard_pos):
+            errors.start(self.urls[shard])
+            start = offset if k == shard_pos else 0
+            samples = islice(self._samples(self.urls[shard], seed, errors), start, None)
+            for i, ((sid, item), last) in enumerate(_with_last(samples), start):
+                if i == start > 0:
+                    errors.take()  # met before the resume point: the saved run counted them
+                yield (k, i), ((k + 1, 0) if last else (k, i + 1)), sid, item
+
+    def _samples(self, url: str, seed: int, errors: _Errors) -> wds.DataPipeline:
+        """(id, item) rows of one shard: read, keep-list, shuffle buffer, decode."""
+        stages: list = [wds.tarfile_to_samples(handler=errors.bad_shard), drop_torn(errors)]
+        if self.keep is not None:
+            stages.append(wds.select(lambda s: sample_id(s["__url__"], s["__key__"]) in self.keep))
+        if self.shuffle and self.shuffle_buffer > 1:
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(seed)))
+        if self.decoders:
+            stages.append(wds.decode(*self.decoders, handler=errors.bad_sample))
+        stages.append(wds.map(self._row, handler=errors.bad_sample))
+        return wds.DataPipeline(wds.SimpleShardList([url]), *stages)
+
+    def _row(self, sample: dict) -> tuple[str, Any]:
+        sid = sample_id(sample["__url__"], sample["__key__"])
+        if self.to_tuple is not None:  # a missing field is a ValueError: the sample is skipped
+            return sid, tuple(wds.filters.getfirst(sample, f) for f in self.to_tuple)
+        return sid, {k: v for k, v in sample.items() if k not in ("__url__", "__local_path__")}
+
+    def _piece(self, worker: int, done: int, rows: list, errors: _Errors) -> _Piece:
+        where, after, ids, items = zip(*rows) if rows else ((), [(_END, 0)], (), ())
+        batch = self.collate_fn(list(items)) if rows else None
+        return _Piece(worker, done, list(where), after[-1], list(ids), batch, *errors.take())
+
+
+def from_shards(
+    cls: type[CuratedLoader],
+    urls: str | Sequence[str],
+    batch_size: int,
+    *,
+    decode: Any = "torch",
+    to_tuple: Optional[str | Sequence[str]] = None,
+    shuffle: bool = True,
+    shuffle_buffer: int = 1000,
+    resampled: bool = False,
+    keep: Optional[Iterable[str]] = None,
+    collate_fn: Optional[Callable] = None,
+    num_workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+    **kwargs: Any,
+) -> CuratedLoader:
+    """`CuratedLoader.from_shards`: a CuratedLoader over WebDataset tar shards.
+
+    `urls` is a brace pattern, a list, or a local directory of `.tar` files. Batches are dicts of the
+    decoded fields plus `__key__` (a list of str), or tuples of the `to_tuple` fields. A sample's id
+    is `sample_id(__url__, __key__)`; `keep` is a keep-list of such ids. The other keyword arguments
+    (scorer, filter_ratio, pin_memory, ...) are CuratedLoader's.
+
+    >>> loader = CuratedLoader.from_shards("data/{000..009}.tar", 64, to_tuple=("npy", "cls"),
+    ...                                    num_workers=2, scorer=scorer, filter_ratio=0.5)
+    """
+    if kwargs.get("in_order", True) is not True:
+        raise ValueError("in_order must be True: the stream's order and resume depend on it")
+    stream = ShardStream(
+        urls, batch_size, decode=decode, to_tuple=to_tuple, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
+        resampled=resampled, keep=keep, collate_fn=collate_fn, num_workers=num_workers, seed=seed,
+        drop_last=drop_last,
+    )
+    return cls(stream, batch_size, num_workers=num_workers, seed=seed, drop_last=drop_last, **kwargs)

@@ -1,0 +1,229 @@
+"""CuratedLoader.from_shards: exactly-once, determinism, resume, corrupt input, keep-lists, writing shards."""
+import os
+import tarfile
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from curatedloader import CuratedLoader
+from curatedloader.shards import ShardStream, count_samples, expand_urls, main, sample_id, write_shards
+
+EXAMPLES = int(os.environ.get("SHARDS_EXAMPLES", 12))  # more for a soak run: SHARDS_EXAMPLES=200 pytest ...
+FAST = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+sizes_st = st.lists(st.integers(0, 7), min_size=1, max_size=6)
+
+
+def make_shards(root, sizes):
+    """Shards root/s{i}.tar with sizes[i] samples each: npy = [k, k], cls = k, keys unique across shards."""
+    os.makedirs(root, exist_ok=True)
+    urls, k = [], 0
+    for i, n in enumerate(sizes):
+        url = os.path.join(root, f"s{i:03d}.tar")
+        with wds.TarWriter(url) as w:
+            for _ in range(n):
+                w.write({"__key__": f"k{k:05d}", "npy": np.full(2, k, np.float32), "cls": k})
+                k += 1
+        urls.append(url)
+    return urls, k
+
+
+@pytest.fixture
+def shards(tmp_path_factory):
+    """make_shards(sizes) in a fresh directory; hypothesis calls it many times in one test."""
+    return lambda sizes: make_shards(str(tmp_path_factory.mktemp("shards")), sizes)
+
+
+def rows(loader, n_batches=None):
+    """Each batch's sample numbers (the cls field), for n_batches or the whole epoch."""
+    out = []
+    for batch in loader:
+        out.append(batch[1].tolist())
+        if n_batches is not None and len(out) == n_batches:
+            break
+    return out
+
+
+@FAST
+@given(sizes=sizes_st, workers=st.integers(0, 3), b=st.integers(1, 4), drop_last=st.booleans(), shuffle=st.booleans())
+def test_each_sample_once_per_epoch(shards, sizes, workers, b, drop_last, shuffle):
+    assume(len(sizes) >= max(1, workers) and sum(sizes) > 0)
+    urls, n = shards(sizes)
+    loader = CuratedLoader.from_shards(urls, b, to_tuple=("npy", "cls"), num_workers=workers, drop_last=drop_last,
+                                       shuffle=shuffle, shuffle_buffer=3)
+    batches = rows(loader)
+    flat = [x for batch in batches for x in batch]
+    assert len(set(flat)) == len(flat)
+    assert len(flat) == (n - n % b if drop_last else n)
+    assert all(len(batch) == b for batch in batches[:-1])
+    assert len(batches) == len(loader)
+    if not drop_last:
+        assert sorted(flat) == list(range(n))
+
+
+def test_order_depends_on_seed_and_epoch_only(shards):
+    urls, n = shards([9, 4, 0, 7])
+    make = lambda seed, workers: CuratedLoader.from_shards(urls, 4, to_tuple=("npy", "cls"), seed=seed,
+                                                           num_workers=workers)
+    first = make(0, 2)
+    assert rows(first) == rows(make(0, 2))
+    assert rows(first) != rows(make(0, 2)), "a second epoch draws a new order"
+    assert rows(make(1, 0)) != rows(make(0, 0))
+    assert sorted(sum(rows(make(1, 0)), [])) == sorted(sum(rows(make(1, 3)), [])) == list(range(n))
+
+
+@FAST
+@given(sizes=sizes_st, workers=st.integers(0, 3), b=st.integers(1, 4), drop_last=st.booleans(), data=st.data())
+def test_resume_yields_the_uninterrupted_batches_without_rereading(shards, sizes, workers, b, drop_last, data):
+    assume(len(sizes) >= max(1, workers) and sum(sizes) > b)
+    urls, n = shards(sizes)
+    make = lambda: CuratedLoader.from_shards(urls, b, to_tuple=("npy", "cls"), num_workers=workers,
+                                             drop_last=drop_last, shuffle_buffer=4, seed=3)
+    full = rows(make())
+    stop = data.draw(st.integers(1, len(full) - 1), label="stop") if len(full) > 1 else 1
+    run = make()
+    head = rows(run, stop)
+    state = run.state_dict()
+    seen = {x for batch in head for x in batch}
+    for url, size, first in zip(urls, sizes, np.cumsum([0, *sizes[:-1]])):  # consumed shards: make them unreadable
+        if size and set(range(first, first + size)) <= seen:
+            with open(url, "wb") as f:
+                f.write(b"gone")
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert head + rows(resumed) == full
+    assert resumed.stats.bad_shards == 0
+
+
+def test_resume_with_selection(shards):
+    urls, _ = shards([10, 3, 8, 5])
+    make = lambda: CuratedLoader.from_shards(urls, 3, to_tuple=("npy", "cls"), num_workers=2, filter_ratio=0.5,
+                                             scorer=lambda batch: batch[0][:, 0] % 7)
+    full = rows(make())
+    run = make()
+    head = rows(run, 2)
+    resumed = make()
+    resumed.load_state_dict(run.state_dict())
+    assert head + rows(resumed) == full
+
+
+def test_batches_are_dicts_with_keys_or_tuples(shards):
+    urls, n = shards([3, 2])
+    batch = next(iter(CuratedLoader.from_shards(urls, 5, shuffle=False)))
+    assert batch["__key__"] == [f"k{k:05d}" for k in range(5)]
+    assert batch["npy"].shape == (5, 2) and batch["cls"].tolist() == list(range(5))
+    assert set(batch) == {"__key__", "npy", "cls"}
+    x, y = next(iter(CuratedLoader.from_shards(os.path.dirname(urls[0]), 5, to_tuple="npy cls", shuffle=False)))
+    assert x.dtype == torch.float32 and y.tolist() == list(range(5))
+
+
+def test_keep_list_of_sample_ids(shards):
+    urls, n = shards([6, 6])
+    keep = {sample_id(urls[k // 6], f"k{k:05d}") for k in range(0, n, 3)}
+    loader = CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), keep=keep, num_workers=2)
+    assert sorted(sum(rows(loader), [])) == list(range(0, n, 3)) and len(loader) == 2
+    assert sample_id("/a/b/s000.tar", "k00001") == "s000.tar/k00001"
+
+
+def _truncate_inside_last_member(url):
+    with tarfile.open(url) as tar:
+        last = tar.getmembers()[-1]
+    with open(url, "r+b") as f:
+        f.truncate(last.offset_data + 10)
+
+
+def test_corrupt_shards_are_skipped_counted_and_warned_once(shards):
+    urls, n = shards([4, 4, 4, 3, 3])  # k0..3 good, k4..7 truncated, k8..11 garbage, k12..14 bad npy, k15..17 good
+    _truncate_inside_last_member(urls[1])  # k7 torn: k4..6 survive
+    with open(urls[2], "wb") as f:
+        f.write(os.urandom(2048))
+    with wds.TarWriter(urls[3]) as w:
+        for k in (12, 13, 14):
+            w.write({"__key__": f"k{k:05d}", "npy": np.full(2, k, np.float32) if k != 13 else b"garbage", "cls": k})
+    loader = CuratedLoader.from_shards(urls, 4, to_tuple=("npy", "cls"), num_workers=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = sorted(sum(rows(loader), []))
+    assert got == [0, 1, 2, 3, 4, 5, 6, 12, 14, 15, 16, 17]
+    assert loader.stats.bad_shards == 2 and loader.stats.skipped_samples == 2  # k7 torn, k13 undecodable
+    messages = [str(w.message) for w in caught if "one warning per shard" in str(w.message)]
+    assert sorted(m.split(":")[0] for m in messages) == sorted(urls[1:4])
+
+
+def test_all_shards_bad_is_an_error(shards):
+    urls, _ = shards([2, 2])
+    for url in urls:
+        with open(url, "wb") as f:
+            f.write(b"not a tar " * 100)
+    loader = CuratedLoader.from_shards(urls, 2, num_workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="read no samples"):
+            list(loader)
+
+
+def test_bad_arguments(shards):
+    urls, _ = shards([2, 2])
+    with pytest.raises(ValueError, match="too few for 1 rank"):
+        CuratedLoader.from_shards(urls, 2, num_workers=3)
+    with pytest.raises(ValueError, match="urls names no shards"):
+        CuratedLoader.from_shards([], 2)
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+        CuratedLoader.from_shards(urls, 2, shuffle_buffer=-1)
+    with pytest.raises(ValueError, match="in_order"):
+        CuratedLoader.from_shards(urls, 2, in_order=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        CuratedLoader.from_shards(urls, 0)
+    assert expand_urls(os.path.dirname(urls[0])) == urls
+
+
+def test_resampled_epoch_has_the_header_count(shards):
+    urls, n = shards([5, 0, 3])
+    loader = CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), resampled=True, num_workers=2)
+    assert [count_samples(u) for u in urls] == [5, 0, 3]
+    assert sum(map(len, rows(loader))) == n == len(ShardStream(urls, 2))
+
+
+def test_persistent_workers_follow_the_epochs(shards):
+    urls, n = shards([5, 4, 6])
+    loader = CuratedLoader.from_shards(urls, 4, to_tuple=("npy", "cls"), num_workers=2, persistent_workers=True)
+    fresh = CuratedLoader.from_shards(urls, 4, to_tuple=("npy", "cls"), num_workers=2)
+    epochs = [rows(loader), rows(loader)]
+    assert epochs == [rows(fresh), rows(fresh)] and epochs[0] != epochs[1]
+
+
+def test_write_shards_and_command(tmp_path):
+    samples = [(torch.full((2,), float(i)), torch.tensor(i)) for i in range(7)]
+    paths = write_shards(samples, str(tmp_path / "a" / "%03d.tar"), fields=("npy", "cls"), maxcount=3)
+    assert [os.path.basename(p) for p in paths] == ["000.tar", "001.tar", "002.tar"]
+    assert sorted(sum(rows(CuratedLoader.from_shards(paths, 3, to_tuple=("npy", "cls"))), [])) == list(range(7))
+    src = tmp_path / "files"
+    for i in range(5):
+        (src / "sub").mkdir(parents=True, exist_ok=True)
+        (src / "sub" / f"x{i}.txt").write_text(f"text {i}")
+        (src / "sub" / f"x{i}.cls").write_text(str(i))
+    assert main(["write", str(src), str(tmp_path / "out" / "train-%02d.tar"), "--maxcount", "2"]) == 0
+    loader = CuratedLoader.from_shards(str(tmp_path / "out"), 5, shuffle=False)
+    batch = next(iter(loader))
+    assert batch["__key__"] == [f"sub/x{i}" for i in range(5)] and batch["txt"] == [f"text {i}" for i in range(5)]
+    with pytest.raises(ValueError, match="pattern"):
+        write_shards([], str(tmp_path / "no-format.tar"))
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_rank_stream_is_cut_or_padded_to_the_epoch_length_and_resumes(shards, monkeypatch, rank):
+    monkeypatch.setattr("curatedloader.shards._dist_rank_world", lambda: (rank, 2))
+    urls, n = shards([1, 9, 2, 8, 0, 3])
+    make = lambda: CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), num_workers=2, seed=rank)
+    full = rows(make())
+    assert sum(map(len, full)) == -(-n // 2) and len(full) == len(make())
+    for stop in (3, len(full) - 2):
+        run = make()
+        head = rows(run, stop)
+        resumed = make()
+        resumed.load_state_dict(run.state_dict())
+        assert head + rows(resumed) == full
