@@ -1,6 +1,7 @@
 """CuratedLoader: a DataLoader that scores each super-batch of B samples and yields the b worth training on."""
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from .batch import attach, batch_len, cat_batches, get_field, index_batch
+from .keeplist import load_keep
 from .schedules import Always, Schedule
 from .scores import Scorer, Scores, as_scores
 from .selection import JEST, Selector, uniform
@@ -129,7 +131,7 @@ class CuratedLoader:
     `schedule` is inactive, it is a plain DataLoader: each sample once per epoch, nothing discarded.
     One epoch is one pass over the data, so with selection on it has about N / B steps.
 
-    `subset` restricts a map-style dataset to a keep-list of indices (`pruning.load_keep`);
+    `subset` restricts a map-style dataset to a keep-list of indices (or a keep-list file's path);
     `class_weights` (a [K] tensor, e.g. the live `GroupDRO.weights`) adds per-sample weights under the
     name "weight" (a dict key, or one more tuple element), looked up by the class in `target_key`.
 
@@ -151,7 +153,7 @@ class CuratedLoader:
         schedule: Optional[Schedule] = None,
         seed: int = 0,
         nan: str = "raise",
-        subset: Optional[Sequence[int]] = None,
+        subset: Optional[Sequence[int] | str | os.PathLike] = None,
         class_weights: Optional[Tensor] = None,
         target_key: Any = 1,
         shuffle: Optional[bool] = None,
@@ -185,6 +187,8 @@ class CuratedLoader:
         self.dataset, self.scorer, self.seed, self.nan = dataset, scorer, seed, nan
         self.selector: Callable = JEST() if selector is None else selector
         self.schedule: Schedule = Always() if schedule is None else schedule
+        if isinstance(subset, (str, os.PathLike)):
+            subset = load_keep(subset)
         self.subset = None if subset is None else [int(i) for i in subset]
         if self.subset is not None and not all(0 <= i < len(dataset) for i in self.subset):
             raise ValueError(f"subset must hold dataset indices in [0, {len(dataset)}), e.g. from load_keep()")

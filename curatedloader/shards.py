@@ -30,6 +30,7 @@ from torch.utils.data._utils.collate import default_collate
 from torch.utils.data._utils.pin_memory import pin_memory
 
 from .batch import index_batch
+from .keeplist import load_keep
 from .loader import CuratedLoader, _dist_rank_world, derive_seed
 from .shard_writer import main, write_shards  # noqa: F401  (curatedloader.shards.write_shards is the public name)
 from .stats import LoaderStats
@@ -199,8 +200,10 @@ class ShardStream(IterableDataset):
             to_tuple = to_tuple.split()
         if to_tuple is not None and (not to_tuple or not all(isinstance(f, str) for f in to_tuple)):
             raise ValueError(f"to_tuple must name fields, e.g. ('jpg', 'cls'), got {to_tuple!r}")
-        if isinstance(keep, str):
-            raise ValueError("keep must be a collection of sample ids, got a str")
+        if isinstance(keep, (str, os.PathLike)):  # a keep-list file, e.g. from `curatedloader prune`
+            keep = load_keep(keep)
+        if keep is not None and not all(isinstance(k, str) for k in keep):
+            raise ValueError("keep must hold shard sample ids (str, see sample_id), e.g. load_keep(path)")
         decoders = [] if decode is None else list(decode) if isinstance(decode, (list, tuple)) else [decode]
         if not all(isinstance(d, str) or callable(d) for d in decoders):
             raise ValueError(

@@ -330,3 +330,32 @@ def test_missing_reference_for_learnability_is_explained():
                            scorer=lambda b: Scores(learner=b[0]))
     with pytest.raises(ValueError, match="reference"):
         next(iter(loader))
+
+
+# ---- keep-lists and class weights (from the coreset pruner) ---------------------------------
+
+def test_subset_restricts_the_epoch_to_the_keep_list(tmp_path):
+    from curatedloader.pruning import load_keep, save_keep
+
+    save_keep(tmp_path / "keep.txt", [3, 7, 11, 12, 19])
+    for subset in (load_keep(tmp_path / "keep.txt"), tmp_path / "keep.txt"):
+        loader = CuratedLoader(dataset(20), batch_size=2, shuffle=True, subset=subset)
+        assert sorted(i for b in ids_of(loader) for i in b) == [3, 7, 11, 12, 19] and len(loader) == 3
+    with pytest.raises(ValueError, match="subset"):
+        CuratedLoader(dataset(5), batch_size=2, subset=[1, 5])
+
+
+def test_class_weights_reach_the_batch_and_follow_updates():
+    from curatedloader.pruning import GroupDRO, weighted_mean
+
+    ds = TensorDataset(torch.randn(8, 2), torch.tensor([0, 1, 1, 1, 0, 1, 1, 1]))
+    dro = GroupDRO(2)
+    loader = CuratedLoader(ds, batch_size=4, class_weights=dro.weights)
+    x, y, w = next(iter(loader))
+    assert torch.equal(w, torch.ones(4))
+    dro.update(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 0.0]))  # class 0 lags the reference
+    x, y, w = next(iter(loader))
+    assert w[y == 0].min() > 1 > w[y == 1].max()
+    assert weighted_mean(torch.ones(4), w) == 1
+    with pytest.raises(ValueError, match="class_weights"):
+        CuratedLoader(ds, batch_size=4, class_weights=[0.5, 0.5])

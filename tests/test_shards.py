@@ -129,6 +129,18 @@ def test_keep_list_of_sample_ids(shards):
     assert sample_id("/a/b/s000.tar", "k00001") == "s000.tar/k00001"
 
 
+def test_keep_list_file_from_the_pruner(shards, tmp_path):
+    from curatedloader.keeplist import save_keep
+
+    urls, n = shards([5, 4])
+    save_keep(tmp_path / "keep.txt", sorted(sample_id(urls[k // 5], f"k{k:05d}") for k in (0, 4, 7)))
+    loader = CuratedLoader.from_shards(urls, 1, to_tuple=("npy", "cls"), keep=tmp_path / "keep.txt")
+    assert sorted(sum(rows(loader), [])) == [0, 4, 7]
+    save_keep(tmp_path / "ints.txt", [0, 1])
+    with pytest.raises(ValueError, match="keep"):
+        CuratedLoader.from_shards(urls, 1, keep=tmp_path / "ints.txt")
+
+
 def _truncate_inside_last_member(url):
     with tarfile.open(url) as tar:
         last = tar.getmembers()[-1]

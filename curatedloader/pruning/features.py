@@ -1,0 +1,212 @@
+"""Features: encode a dataset or WebDataset shards into a float32 [N, d] array, resumably on disk.
+
+On disk (`out` directory): `features.npy` (memory-mapped), `ids.txt` (keep-list format, see curatedloader/keeplist.py)
+and, while an encode is unfinished, `encode.partial.json` recording how many rows are written. A run with
+the same `out` resumes after the last written row; a finished `out` is loaded, not recomputed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from .encoders import as_encoder
+from ..keeplist import load_keep, save_keep
+from ..shards import sample_id as shard_sample_id
+
+FEATURES, IDS, MARKER = "features.npy", "ids.txt", "encode.partial.json"
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")  # shard fields tried, in order
+CHUNK = 65536  # rows per step when a pass over all features must bound its memory
+
+
+@dataclass
+class Features:
+    """Encoded samples: `array` float32 [N, d] (memory-mapped when loaded from disk), `ids` per row
+    (dataset indices as int64, or shard sample ids as str)."""
+
+    array: np.ndarray
+    ids: np.ndarray | list[str]
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    @classmethod
+    def load(cls, out: str | os.PathLike) -> Features:
+        """Features written by `encode(..., out=out)`.
+
+        >>> feats = Features.load("runs/prune")
+        """
+        out = Path(out)
+        if (out / MARKER).exists():
+            raise ValueError(f"out: {out} holds an unfinished encode; call encode(..., out=...) again to resume")
+        if not (out / FEATURES).is_file():
+            raise FileNotFoundError(f"out: no {FEATURES} in {out}")
+        return cls(np.load(out / FEATURES, mmap_mode="r"), load_keep(out / IDS))
+
+
+def as_features(x, name: str = "features") -> np.ndarray:
+    """`x` (Features or array-like) as a float32 C-contiguous [N, d] array, checked to be finite.
+
+    >>> as_features(np.ones((4, 8)))  # float64 in, float32 out
+    """
+    x = x.array if isinstance(x, Features) else x
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise ValueError(f"{name}: expected a floating-point array, got dtype {x.dtype}")
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty [N, d] array, got shape {x.shape}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    for s in range(0, len(x), CHUNK):
+        bad = ~np.isfinite(x[s:s + CHUNK]).all(1)
+        if bad.any():
+            raise ValueError(f"{name}: non-finite values in row {s + int(np.argmax(bad))}")
+    return x
+
+
+def normalized(x: np.ndarray) -> np.ndarray:
+    """A unit-norm copy of the rows of a float32 [N, d] array (what cosine search in FAISS expects)."""
+    y = np.empty_like(x)
+    for s in range(0, len(x), CHUNK):
+        y[s:s + CHUNK] = x[s:s + CHUNK]
+        faiss.normalize_L2(y[s:s + CHUNK])
+    return y
+
+
+def encode(source, encoder, *, batch_size: int = 256, device=None, out: str | os.PathLike | None = None,
+           progress: bool = True, num_workers: int = 0) -> Features:
+    """Encode every sample of `source` with `encoder`, in order.
+
+    source: a map-style Dataset (item: an image, or a tuple whose first element is the image; ids are
+        the indices), or WebDataset shard url(s) (read twice: once for the keys, once to encode; ids are
+        `curatedloader.shards.sample_id(__url__, __key__)`; the image is the first of the jpg/jpeg/png/webp fields).
+    encoder: an open_clip config name, `(name, checkpoint_path)`, an open_clip model (its eval transform
+        is applied to PIL images), or any callable mapping a batch tensor to [B, d].
+    device: where batches are sent (default: the encoder's parameters' device, else CPU).
+    out: a directory; features are written memory-mapped there and an interrupted run resumes.
+
+    >>> feats = encode(ImageFolder("data/train"), ("ViT-B-32", "vit_b_32.pt"), out="runs/prune")
+    >>> feats.array.shape, feats.ids[:2]
+    ((50000, 512), array([0, 1]))
+    """
+    fn, preprocess, module = as_encoder(encoder)
+    ids, rows = _source(source, preprocess)
+    n = len(ids)
+    if n == 0:
+        raise ValueError("source: no samples")
+    if device is None:
+        p = next(module.parameters(), None) if module is not None else None
+        device = p.device if p is not None else "cpu"
+    done, array = 0, None
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / IDS).exists():
+            if list(load_keep(out / IDS)) != list(ids):
+                raise ValueError(f"out: {out} holds features of another source; choose another directory")
+            if (out / FEATURES).exists() and not (out / MARKER).exists():
+                return Features.load(out)
+        else:
+            save_keep(out / IDS, ids)
+        if (out / MARKER).exists():
+            done = json.loads((out / MARKER).read_text())["done"]
+        else:
+            _mark(out, 0)
+        if done:
+            array = np.load(out / FEATURES, mmap_mode="r+")
+    loader = DataLoader(rows(done), batch_size=batch_size, num_workers=num_workers)
+    with tqdm(total=n, initial=done, disable=not progress, desc="encode", unit="sample") as bar, \
+            torch.inference_mode(), _eval(module):
+        for batch_ids, images in loader:
+            f = fn(images.to(device)).float().cpu().numpy()
+            if f.ndim != 2 or len(f) != len(images):
+                raise ValueError(f"encoder: expected [{len(images)}, d] features, got shape {f.shape}")
+            got = batch_ids.tolist() if torch.is_tensor(batch_ids) else list(batch_ids)
+            if got != list(ids[done:done + len(f)]):
+                raise ValueError(f"source: samples changed since encoding started (at row {done})")
+            if not np.isfinite(f).all():
+                raise ValueError(f"encoder: non-finite features in rows {done}..{done + len(f) - 1}")
+            if array is None:
+                shape = (n, f.shape[1])
+                array = (np.lib.format.open_memmap(out / FEATURES, mode="w+", dtype=np.float32, shape=shape)
+                         if out is not None else np.empty(shape, np.float32))
+            array[done:done + len(f)] = f
+            done += len(f)
+            if out is not None:
+                array.flush()
+                _mark(out, done)
+            bar.update(len(f))
+    if done != n:
+        raise ValueError(f"source: yielded {done} samples, expected {n}")
+    if out is None:
+        return Features(array, ids)
+    del array
+    (out / MARKER).unlink()
+    return Features.load(out)
+
+
+def _mark(out: Path, done: int) -> None:
+    tmp = out / (MARKER + ".tmp")
+    tmp.write_text(json.dumps({"done": done}))
+    os.replace(tmp, out / MARKER)
+
+
+@contextmanager
+def _eval(module):
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            module.train()
+
+
+class _Rows(Dataset):
+    """(index, image) for each item of a map-style dataset."""
+
+    def __init__(self, dataset, preprocess):
+        self.dataset, self.preprocess = dataset, preprocess
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = self.dataset[i]
+        image = item[0] if isinstance(item, (tuple, list)) else item
+        return i, self.preprocess(image) if self.preprocess else image
+
+
+def _source(source, preprocess):
+    """(ids, rows) where rows(start) is a dataset of (id, image) from row `start` on."""
+    if isinstance(source, Dataset) and hasattr(source, "__len__"):
+        rows = _Rows(source, preprocess)
+        return np.arange(len(source)), lambda start: Subset(rows, range(start, len(rows)))
+    if isinstance(source, str) or (isinstance(source, (list, tuple)) and all(isinstance(u, str) for u in source)):
+        return _shards(source, preprocess)
+    raise ValueError(f"source: expected a map-style Dataset or shard url(s), got {type(source).__name__}")
+
+
+def _shards(urls, preprocess):
+    import webdataset as wds
+
+    def sample_id(s):
+        return shard_sample_id(s["__url__"], s["__key__"])
+
+    def row(s):
+        image = next((s[k] for k in IMAGE_KEYS if k in s), None)
+        if image is None:
+            raise ValueError(f"source: sample {sample_id(s)} has none of the fields {IMAGE_KEYS}")
+        return sample_id(s), preprocess(image) if preprocess else image
+
+    ids = [sample_id(s) for s in wds.WebDataset(urls, shardshuffle=False)]
+    decode = "pil" if preprocess else "torchrgb"
+    return ids, lambda start: wds.WebDataset(urls, shardshuffle=False).slice(start, None).decode(decode).map(row)

@@ -1,0 +1,142 @@
+"""Pruning end to end: encode with a tiny random open_clip model (no download), resume, shards, the CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from curatedloader.pruning import Features, encode, load_encoder, load_keep
+from curatedloader.pruning.cli import main
+
+TINY = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(config path, checkpoint path) of a tiny random open_clip model saved locally."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "tiny_clip.json").write_text(json.dumps(TINY))
+    with pytest.warns(UserWarning, match="random weights"):
+        model = load_encoder(str(root / "tiny_clip.json"))
+    torch.save(model.state_dict(), root / "tiny_clip.pt")
+    return str(root / "tiny_clip.json"), str(root / "tiny_clip.pt")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Two classes of 8 (+1 exact copy) and 4 random 40x40 images."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for cls, n in (("cat", 8), ("dog", 4)):
+        (root / cls).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    (root / "cat" / "copy.png").write_bytes((root / "cat" / "0.png").read_bytes())
+    return root
+
+
+class Pixels(torch.utils.data.Dataset):
+    """Tensor images with labels; the encoder below is a plain callable."""
+
+    def __init__(self, n=10):
+        self.x = torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], i % 2
+
+
+class Flaky:
+    """Flattens a batch; raises on call number `fail_at` to simulate an interrupted encode."""
+
+    def __init__(self, fail_at=None):
+        self.calls, self.rows, self.fail_at = 0, 0, fail_at
+
+    def __call__(self, batch):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        self.rows += len(batch)
+        return batch.flatten(1)
+
+
+def test_encode_with_tiny_open_clip(tiny, image_folder, tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    model = load_encoder(*tiny)
+    model.train()
+    feats = encode(ImageFolder(image_folder), model, batch_size=5, out=tmp_path, progress=False)
+    assert model.training  # mode restored
+    assert feats.array.shape == (13, 16) and feats.array.dtype == np.float32
+    assert isinstance(feats.array, np.memmap) and feats.ids.tolist() == list(range(13))
+    np.testing.assert_allclose(Features.load(tmp_path).array, feats.array)
+    in_memory = encode(ImageFolder(image_folder), tiny, batch_size=13, progress=False)
+    np.testing.assert_allclose(in_memory.array, feats.array, rtol=1e-4, atol=1e-5)
+
+
+def test_interrupted_encode_resumes(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        encode(Pixels(), Flaky(fail_at=3), batch_size=4, out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="unfinished encode"):
+        Features.load(tmp_path)
+    resumed = Flaky()
+    feats = encode(Pixels(), resumed, batch_size=4, out=tmp_path, progress=False)
+    assert resumed.rows == 2  # only the rows after the 8 already written
+    np.testing.assert_array_equal(feats.array, Pixels().x.flatten(1).numpy())
+    again = Flaky()
+    encode(Pixels(), again, out=tmp_path, progress=False)  # finished: loaded, not recomputed
+    assert again.calls == 0
+    with pytest.raises(ValueError, match="features of another source"):
+        encode(Pixels(4), Flaky(), out=tmp_path, progress=False)
+
+
+def test_encode_shards(tmp_path):
+    import webdataset as wds
+
+    rng = np.random.default_rng(0)
+    with wds.ShardWriter(str(tmp_path / "s-%03d.tar"), maxcount=3) as sink:
+        for i in range(5):
+            sink.write({"__key__": f"k{i}", "png": rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)})
+    urls = [str(tmp_path / f"s-{i:03d}.tar") for i in range(2)]
+    feats = encode(urls, Flaky(), batch_size=2, progress=False)
+    assert feats.ids == [f"s-{i // 3:03d}.tar/k{i}" for i in range(5)] and feats.array.shape == (5, 48)
+
+
+def test_encode_rejects_non_finite_features(tmp_path):
+    with pytest.raises(ValueError, match="encoder: non-finite features in rows 0..3"):
+        encode(Pixels(), lambda b: b.flatten(1) / 0, batch_size=4, out=tmp_path, progress=False)
+
+
+def test_cli_end_to_end(tiny, image_folder, tmp_path, capsys):
+    argv = [str(image_folder), "--encoder", tiny[0], "--checkpoint", tiny[1], "--keep", "0.5",
+            "--strategy", "ccs", "--dedup", "1e-6", "--out", str(tmp_path), "--batch-size", "5", "--no-progress"]
+    assert main(argv) == 0
+    # a random model maps all images close together (cosine > 0.95): only the exact copy is a duplicate here
+    assert "kept 6 of 13 (1 near-duplicates dropped)" in capsys.readouterr().err
+    keep = load_keep(tmp_path / "keep.txt")
+    labels = np.load(tmp_path / "groups.npy")
+    assert np.bincount(labels[keep]).tolist() == [4, 2]  # exact per-class quotas of the 8 + 4 candidates
+    assert np.load(tmp_path / "drop.npy").sum() == 1 and np.load(tmp_path / "weights.npy").shape == (6,)
+    assert np.load(tmp_path / "features.npy").shape == (13, 16) and np.load(tmp_path / "scores.npy").shape == (13,)
+    features_only = tmp_path / "again"
+    assert main([str(tmp_path / "features.npy"), "--keep", "3", "--score", "knn", "--k", "2",
+                 "--strategy", "easy", "--out", str(features_only)]) == 0
+    assert len(load_keep(features_only / "keep.txt")) == 3
+
+
+def test_cli_errors(tiny, image_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(image_folder), "--encoder", tiny[0], "--checkpoint", str(tmp_path / "no.pt"),
+                 "--out", str(out)]) == 2
+    assert "checkpoint: no file at" in capsys.readouterr().err and not out.exists()
+    assert main([str(image_folder), "--out", str(out)]) == 2
+    assert "--encoder and --checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(image_folder), "--keep", "1.5", "--out", str(out)])
+    np.save(tmp_path / "ints.npy", np.ones((4, 3), np.int64))
+    assert main([str(tmp_path / "ints.npy"), "--out", str(out)]) == 2
+    assert "features: expected a floating-point array" in capsys.readouterr().err
