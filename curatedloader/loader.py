@@ -60,6 +60,12 @@ class _WithIndex(Dataset):
     def __getitem__(self, i: int):
         return i, self.dataset[i]
 
+    def __getitems__(self, indices: list[int]) -> list:
+        # keep the dataset's batched fetch (DataLoader calls __getitems__ when a dataset has one)
+        getitems = getattr(self.dataset, "__getitems__", None)
+        items = getitems(indices) if getitems else [self.dataset[i] for i in indices]
+        return list(zip(indices, items))
+
     def __len__(self) -> int:
         return len(self.dataset)
 
@@ -378,6 +384,8 @@ class CuratedLoader:
         self.stats.score_ms += 1e3 * (t1 - t0)
         finite = scores.finite()
         bad = int((~finite).sum())
+        # every rank updates the schedule every step (Early all-reduces), on the finite rows only
+        self.schedule.update(self._step, scores.index(torch.nonzero(finite).squeeze(1)) if bad else scores)
         if bad:
             self.stats.nan_scores += bad
             if self.nan == "raise":
@@ -388,7 +396,6 @@ class CuratedLoader:
             self.stats.nan_batches += 1
             chosen = uniform(n, k, self._select_gen)
         else:
-            self.schedule.update(self._step, scores)
             chosen = self.selector(scores, k, self._select_gen)
         chosen = torch.sort(chosen.cpu()).values
         sub = index_batch(batch, chosen)

@@ -49,8 +49,9 @@ class Steps(Schedule):
 
 class Early(Schedule):
     """Early AJEST: select from step 0, and stop for good the first time the learner's mean
-    super-batch loss falls below the reference's. Under torch.distributed the means are averaged over
-    ranks first, so every rank switches at the same step.
+    super-batch loss falls below the reference's (that super-batch is still selected). Under
+    torch.distributed the means are averaged over ranks first, so every rank switches at the same step.
+    `stopped_at` (the switching step, or None) is the whole state, kept in `state_dict()`.
 
     >>> e = Early(); e.update(0, Scores(torch.tensor([0.1]), torch.tensor([0.5]))); e.active(1)
     False
@@ -60,13 +61,18 @@ class Early(Schedule):
         self.stopped_at: Optional[int] = None
 
     def active(self, step: int) -> bool:
-        return self.stopped_at is None
+        return self.stopped_at is None or step <= self.stopped_at
 
     def update(self, step: int, scores: Scores) -> None:
         if self.stopped_at is not None:
             return
+        if scores.learner is None or scores.reference is None:
+            raise ValueError("Early needs learner and reference losses; the scorer returned "
+                             f"learner={'none' if scores.learner is None else 'given'}, "
+                             f"reference={'none' if scores.reference is None else 'given'}")
         means = torch.tensor(scores.mean_losses(), dtype=torch.float64)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # a collective: every rank must call update at the same steps, NaN super-batches included
             backend_device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
             means = means.to(backend_device)
             torch.distributed.all_reduce(means)

@@ -359,3 +359,32 @@ def test_class_weights_reach_the_batch_and_follow_updates():
     assert weighted_mean(torch.ones(4), w) == 1
     with pytest.raises(ValueError, match="class_weights"):
         CuratedLoader(ds, batch_size=4, class_weights=[0.5, 0.5])
+
+
+def test_schedule_sees_only_finite_scores_even_on_nan_batches():
+    from curatedloader import Always
+
+    class Recording(Always):
+        def __init__(self):
+            self.sizes = []
+
+        def update(self, step, scores):
+            self.sizes.append(len(scores))
+
+    schedule = Recording()
+    list(CuratedLoader(dataset(10), batch_size=2, super_batch_size=5, scorer=nan_scorer, nan="uniform",
+                       schedule=schedule))
+    assert schedule.sizes == [4, 5]  # sample 3 scored NaN in the first super-batch
+
+
+def test_batched_fetch_of_the_dataset_is_used():
+    class Batched(TensorDataset):
+        calls = 0
+
+        def __getitems__(self, indices):
+            Batched.calls += 1
+            return [self[i] for i in indices]
+
+    ds = Batched(torch.arange(12).float(), torch.arange(12))
+    assert ids_of(CuratedLoader(ds, batch_size=4)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert Batched.calls == 3
