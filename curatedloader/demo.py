@@ -1,4 +1,4 @@
-"""`curatedloader demo`: RHO-LOSS on noisy digits, Uniform vs TopK vs JEST at equal trained samples.
+"""`curatedloader demo`: RHO-LOSS on noisy digits, no selection vs Uniform, TopK and JEST at equal trained samples.
 
 scikit-learn's bundled digits (no download); 30% of the training labels replaced by a random other
 class; a reference model trained on a small clean held-out split supplies the irreducible losses;
@@ -80,10 +80,11 @@ class Run:
 def train_learner(name: str, split: Split, table: torch.Tensor, args, seed: int) -> Run:
     model = mlp(128, seed + 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    selector = {"uniform": Uniform(), "topk": TopK(), "jest": JEST(temperature=args.temperature)}[name]
+    selector = {"plain": None, "uniform": Uniform(), "topk": TopK(), "jest": JEST(temperature=args.temperature)}[name]
+    scorer = None if selector is None else CrossEntropyScorer(model, reference_losses=table)
     loader = CuratedLoader(
         split.train, batch_size=args.batch_size, filter_ratio=args.filter_ratio, shuffle=True, seed=seed,
-        scorer=CrossEntropyScorer(model, reference_losses=table), selector=selector, drop_last=True,
+        scorer=scorer, selector=selector, drop_last=True,
     )
     run, trained, noisy, start = Run(name), 0, 0, time.perf_counter()
     while trained < args.samples:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # small models: threads cost more than they give, and runs stay reproducible
 
-    methods = ("uniform", "topk", "jest")
+    methods = ("plain", "uniform", "topk", "jest")
     runs: dict[str, list[Run]] = {m: [] for m in methods}
     for seed in range(args.seed, args.seed + args.seeds):
         split = digits(args.noise, seed)
@@ -141,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         mean = lambda key: sum(getattr(r, key) for r in runs[m]) / len(runs[m])  # noqa: E731
         print(f"{m:8} {cells}  {100 * mean('noisy_fraction'):6.1f}  {100 * mean('score'):6.1f}  "
               f"{100 * mean('select'):7.1f}  {mean('seconds'):7.1f}")
-    print(f"noisy% = share of flipped labels among trained samples (the data holds {100 * args.noise:.0f}%); "
+    print(f"plain: no selection (a DataLoader); uniform: b of B at random (scores computed, unused).\n"
+          f"noisy% = share of flipped labels among trained samples (the data holds {100 * args.noise:.0f}%); "
           "score% and select% = share of wall-clock (training included) spent scoring super-batches and "
-          "selecting from them: the selection overhead")
+          "selecting from them: the selection overhead; seconds = wall-clock of the run")
     plot(runs, args.out)
     print(f"curve written to {args.out}")
     return 0
