@@ -109,7 +109,7 @@ def main() -> None:
         picks = {}
         for name, way in ways:
             s = PairScores(**emb, **PARAMS, impl="torch" if way == "materialised" else way)
-            ms, gib, picks[way] = measure(lambda: select(s, way, k, args.chunks), cuda, args.reps)
+            ms, gib, picks[way] = measure(lambda s=s: select(s, way, k, args.chunks), cuda, args.reps)
             diff = same = ""
             if way == "triton":
                 ours = s.pair_sums(chunk)

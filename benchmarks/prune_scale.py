@@ -78,7 +78,7 @@ def main() -> None:
     stages = {
         "kmeans": (lambda: score(x, "prototype"), f"{min(1000, math.ceil(math.sqrt(n)))} centroids, IndexFlatIP assign"),
         "knn": (lambda: score(x, "knn"), f"k=10, {index}"),
-        "dedup": (lambda: near_duplicates(x, eps=0.05), f"⌈√N⌉ clusters, blocked exact within cluster"),
+        "dedup": (lambda: near_duplicates(x, eps=0.05), "⌈√N⌉ clusters, blocked exact within cluster"),
     }
     print("| stage | seconds | peak extra RSS (GiB) | index / notes | result |")
     print("|---|---|---|---|---|")

@@ -6,7 +6,6 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
@@ -14,17 +13,13 @@ from torch.utils.data._utils.collate import default_collate
 
 from .batch import attach, batch_len, cat_batches, get_field, index_batch
 from .keeplist import load_keep
+from .rng import derive_seed
 from .schedules import Always, Schedule
-from .scores import Scorer, Scores, as_scores
-from .selection import JEST, Selector, uniform
+from .scores import Scorer, as_scores
+from .selection import JEST, uniform
 from .stats import LoaderStats
 
 NAN_POLICIES = ("raise", "uniform")
-
-
-def derive_seed(*words: int) -> int:
-    """A 63-bit seed derived from integers (seed, rank, purpose...), independent across purposes."""
-    return int(np.random.SeedSequence([w % 2**64 for w in words]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def resolve_super_batch_size(batch_size: int, filter_ratio: Optional[float], super_batch_size: Optional[int]) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .rng import generator_on
 from .scores import CRITERIA, Scores
 
 
@@ -26,16 +27,10 @@ def gumbel_topk(logits: Tensor, k: int, generator: torch.Generator) -> Tensor:
 
 
 def uniform_noise(like: Tensor, generator: torch.Generator) -> Tensor:
-    """U(0, 1) noise shaped like `like`, on its device, determined by the CPU `generator` alone.
-
-    On an accelerator the noise comes from a device generator seeded by one draw of `generator`, so no
-    host-to-device copy or sync is needed and the loader's state_dict still holds all the state.
-    """
-    if like.device.type == "cpu":
-        return torch.rand(like.shape, generator=generator, dtype=torch.float64)
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    device_gen = torch.Generator(like.device).manual_seed(seed)
-    return torch.rand(like.shape, generator=device_gen, device=like.device, dtype=torch.float32)
+    """U(0, 1) noise shaped like `like`, made on its device (fp64 on the CPU, fp32 elsewhere) and
+    determined by the CPU `generator` alone: no host-to-device copy or sync."""
+    dtype = torch.float64 if like.device.type == "cpu" else torch.float32
+    return torch.rand(like.shape, generator=generator_on(like.device, generator), device=like.device, dtype=dtype)
 
 
 class Selector:

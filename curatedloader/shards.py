@@ -31,7 +31,8 @@ from torch.utils.data._utils.pin_memory import pin_memory
 
 from .batch import index_batch
 from .keeplist import load_keep
-from .loader import CuratedLoader, _dist_rank_world, derive_seed
+from .loader import CuratedLoader, _dist_rank_world
+from .rng import derive_seed
 from .shard_writer import main, write_shards  # noqa: F401  (curatedloader.shards.write_shards is the public name)
 from .stats import LoaderStats
 

@@ -7,9 +7,9 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from curatedloader.kernels import diffusion_learnability
-
 from ..batch import get_field
+from ..kernels import diffusion_learnability
+from ..rng import generator_on
 from ..scores import Scorer, Scores
 
 
@@ -96,7 +96,7 @@ class DiffusionScorer(Scorer):
                 f"{type(x).__name__}{tuple(x.shape) if isinstance(x, Tensor) else ''}"
             )
         x = x.to(self.device, non_blocking=True)
-        sigma, eps = sample_noise(x, self.p_mean, self.p_std, self._device_generator(x.device))
+        sigma, eps = sample_noise(x, self.p_mean, self.p_std, generator_on(x.device, self.generator))
         noisy = add_noise(x, sigma, eps)
         pred_learner, pred_reference = self.learner(noisy, sigma), self.reference(noisy, sigma)
         for name, pred in (("learner", pred_learner), ("reference", pred_reference)):
@@ -107,11 +107,3 @@ class DiffusionScorer(Scorer):
         _, learner_loss, reference_loss = diffusion_learnability(x, pred_learner, pred_reference, weight)
         extras = {"sigma": sigma, "noise": eps} if self.return_noise else {}
         return Scores(learner=learner_loss, reference=reference_loss, extras=extras)
-
-    def _device_generator(self, device: torch.device) -> torch.Generator:
-        # draw on the data's device (noise the size of a super-batch of images is slow to make on the CPU)
-        # from a generator seeded by the loader's CPU generator, so all randomness flows from one seed
-        if device.type == "cpu":
-            return self.generator
-        seed = int(torch.randint(2**62, (), generator=self.generator))
-        return torch.Generator(device).manual_seed(seed)
