@@ -1,11 +1,14 @@
 """CuratedLoader: a DataLoader that scores each super-batch of B samples and yields the b worth training on."""
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import time
 from collections import deque
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
@@ -58,8 +61,34 @@ class _WithIndex(Dataset):
     def __getitems__(self, indices: list[int]) -> list:
         # keep the dataset's batched fetch (DataLoader calls __getitems__ when a dataset has one)
         getitems = getattr(self.dataset, "__getitems__", None)
-        items = getitems(indices) if getitems else [self.dataset[i] for i in indices]
+        with _seeded(getattr(indices, "seed", None)):
+            items = getitems(indices) if getitems else [self.dataset[i] for i in indices]
         return list(zip(indices, items))
+
+
+class _Chunk(list):
+    """The indices of one worker task and the seed of its samples' randomness (None: the worker's own)."""
+
+    seed: Optional[int] = None
+
+
+@contextlib.contextmanager
+def _seeded(seed: Optional[int]) -> Iterator[None]:
+    """Seed torch, random and numpy for the block and restore them after, so that augmentations
+    depend on (seed, epoch, position) alone: the same whatever the workers, and exact after resume."""
+    if seed is None:
+        yield
+        return
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -88,7 +117,10 @@ class _EpochChunks(Sampler):
         order, i, step = loader._epoch_order(), loader._position, loader._step
         while i < len(order):
             size = loader.super_batch_size if loader._selecting(step) else loader.batch_size
-            yield order[i : i + size]
+            chunk = _Chunk(order[i : i + size])
+            if not loader._user_generator:  # with a user generator, workers seed as in DataLoader
+                chunk.seed = derive_seed(loader.seed, loader.rank, loader._epoch, i, 4)
+            yield chunk
             i, step = i + size, step + 1
 
 
@@ -203,9 +235,11 @@ class CuratedLoader:
         self.collate_fn = default_collate if collate_fn is None else collate_fn
 
         # Shuffling and worker seeds come from the user's generator if given (DataLoader semantics),
-        # else from ours, re-seeded from (seed, epoch) at the start of every epoch.
+        # else from two of ours, re-seeded from (seed, epoch) every epoch: kept apart, the order does
+        # not depend on whether the DataLoader draws a worker seed (it does not with persistent workers).
         self._user_generator = generator is not None
         self._order_gen = generator if generator is not None else torch.Generator()
+        self._worker_gen = generator if generator is not None else torch.Generator()
         self._select_gen = torch.Generator().manual_seed(derive_seed(seed, self.rank, 1))
         self._score_gen = torch.Generator().manual_seed(derive_seed(seed, self.rank, 2))
         if isinstance(scorer, Scorer):
@@ -220,13 +254,13 @@ class CuratedLoader:
             self._loader = DataLoader(
                 dataset, batch_size=None if self._seeks else batch_size, num_workers=num_workers,
                 collate_fn=None if self._seeks else self.collate_fn,
-                pin_memory=pin_memory, generator=self._order_gen, **dataloader_kwargs,
+                pin_memory=pin_memory, generator=self._worker_gen, **dataloader_kwargs,
             )
         else:
             self._loader = DataLoader(
                 _WithIndex(dataset), batch_sampler=_EpochChunks(self), num_workers=num_workers,
                 collate_fn=_CollateWithIds(self.collate_fn), pin_memory=pin_memory,
-                generator=self._order_gen, **dataloader_kwargs,
+                generator=self._worker_gen, **dataloader_kwargs,
             )
 
     @classmethod
@@ -307,6 +341,8 @@ class CuratedLoader:
             if not self._user_generator:
                 self._order_gen.manual_seed(derive_seed(self.seed, self._epoch))
             self._epoch_rng_state = self._order_gen.get_state()
+        if not self._user_generator:
+            self._worker_gen.manual_seed(derive_seed(self.seed, self._epoch, 3))
         self._in_epoch, self._resume = True, False
         if not self.iterable and self._rows_per_epoch() == 0:
             raise ValueError(

@@ -200,6 +200,46 @@ def test_resume_at_any_step_gives_same_continuation(stop, workers, schedule_star
     assert seen + rest == full
 
 
+class Augmented(TensorDataset):
+    """Random augmentation from all three RNGs a transform may use."""
+
+    def __getitem__(self, i):
+        import random
+
+        import numpy as np
+
+        x, y = super().__getitem__(i)
+        return x + torch.rand(()) + random.random() + float(np.random.rand()), y
+
+
+def augmented(n: int = 40, **kw) -> CuratedLoader:
+    return CuratedLoader(Augmented(torch.arange(n).float(), torch.arange(n)), batch_size=4, shuffle=True,
+                         seed=5, **kw)
+
+
+def test_augmentations_follow_the_seed_whatever_the_workers():
+    torch.manual_seed(0)
+    global_state = torch.get_rng_state()
+    single = [b[0].tolist() for b in augmented(num_workers=0)]
+    assert torch.equal(torch.get_rng_state(), global_state)  # the training loop's RNG is left alone
+    assert [b[0].tolist() for b in augmented(num_workers=2)] == single
+
+
+def test_resume_with_persistent_workers_and_worker_randomness():
+    def loader():
+        return augmented(num_workers=2, persistent_workers=True)
+
+    first = loader()
+    full = [b[0].tolist() for b in first] + [b[0].tolist() for b in first]  # epoch 1 reuses the workers
+    run = loader()
+    list(run)
+    it = iter(run)
+    head = [next(it)[0].tolist() for _ in range(3)]
+    resumed = loader()
+    resumed.load_state_dict(run.state_dict())
+    assert head + [b[0].tolist() for b in resumed] == full[10:]
+
+
 def test_resume_does_not_reread_consumed_data():
     class Counting(TensorDataset):
         reads = 0
