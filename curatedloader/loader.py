@@ -74,21 +74,25 @@ class _Chunk(list):
 
 @contextlib.contextmanager
 def _seeded(seed: Optional[int]) -> Iterator[None]:
-    """Seed torch, random and numpy for the block and restore them after, so that augmentations
-    depend on (seed, epoch, position) alone: the same whatever the workers, and exact after resume."""
+    """Seed torch's CPU generator, random and numpy for the block, so that augmentations depend on
+    (seed, epoch, position) alone: the same whatever the workers, and exact after resume. In the main
+    process (num_workers=0) the training loop's RNG states are restored afterwards."""
     if seed is None:
         yield
         return
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
+    main = torch.utils.data.get_worker_info() is None
+    if main:
+        states = torch.default_generator.get_state(), random.getstate(), np.random.get_state()
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        if main:
+            torch.default_generator.set_state(states[0])
+            random.setstate(states[1])
+            np.random.set_state(states[2])
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -99,7 +103,8 @@ class _CollateWithIds:
         self.collate_fn = collate_fn
 
     def __call__(self, items):
-        return torch.tensor([i for i, _ in items], dtype=torch.long), self.collate_fn([s for _, s in items])
+        # ids travel as a list: a tensor would cost a shared-memory segment per batch
+        return [i for i, _ in items], self.collate_fn([s for _, s in items])
 
 
 class _EpochChunks(Sampler):
@@ -357,7 +362,8 @@ class CuratedLoader:
     def _pieces(self) -> Iterator[tuple]:
         """(ids, batch) pieces from the internal DataLoader, from the current position on."""
         if not self.iterable:
-            yield from self._loader
+            for ids, batch in self._loader:
+                yield torch.tensor(ids, dtype=torch.long), batch
             return
         if self._seeks:
             yield from self.dataset.pieces(self._loader, lambda: self._position, self.stats)

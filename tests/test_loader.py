@@ -218,10 +218,16 @@ def augmented(n: int = 40, **kw) -> CuratedLoader:
 
 
 def test_augmentations_follow_the_seed_whatever_the_workers():
+    import random
+
+    import numpy as np
+
     torch.manual_seed(0)
-    global_state = torch.get_rng_state()
+    states = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
     single = [b[0].tolist() for b in augmented(num_workers=0)]
-    assert torch.equal(torch.get_rng_state(), global_state)  # the training loop's RNG is left alone
+    # the training loop's RNGs are left as they were
+    assert torch.equal(torch.get_rng_state(), states[0]) and random.getstate() == states[1]
+    assert (np.random.get_state()[1] == states[2]).all()
     assert [b[0].tolist() for b in augmented(num_workers=2)] == single
 
 
