@@ -37,7 +37,9 @@ def _cross_entropy_rows_kernel(
             mask=(cols < n_classes)[None, :], other=float("-inf"),
         ).to(tl.float32)
         m_new = tl.maximum(m, tl.max(x, axis=1))
-        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new[:, None]), axis=1)
+        # A tile of only -inf logits (masked tokens) would give -inf - -inf = NaN: subtract 0 instead.
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        s = s * tl.exp(m - m_sub) + tl.sum(tl.exp(x - m_sub[:, None]), axis=1)
         m = m_new
     loss = tl.where(valid, m + tl.log(s) - target_logit, 0.0)
     tl.store(loss_ptr + rows, loss, mask=rows < n_rows)

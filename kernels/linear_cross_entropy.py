@@ -10,8 +10,9 @@ from .reference import linear_cross_entropy_reference, sequence_mean
 from .validation import check_float, check_same_device, check_target
 
 # H100: a 128 x 128 fp32 accumulator is 64 registers per thread at 8 warps, and three 32 KiB stages of
-# bf16 operand tiles fit in shared memory twice per SM.
-BLOCK_N, BLOCK_V, BLOCK_H = 128, 128, 64
+# bf16 operand tiles fit in shared memory twice per SM. fp32 operands take half the H depth: at 64, three
+# stages need 192 KiB (tf32) and the exact-fp32 (FMA) dot spills registers (sm_90 compile, ptxas).
+BLOCK_N, BLOCK_V, BLOCK_H, BLOCK_H_FP32 = 128, 128, 64, 32
 NUM_WARPS, NUM_STAGES = 8, 3
 
 
@@ -43,6 +44,7 @@ def _linear_cross_entropy_kernel(
         for h0 in range(0, hidden_size, BLOCK_H):
             hs = h0 + tl.arange(0, BLOCK_H)
             h_ok = hs < hidden_size
+            hs = hs.to(tl.int64)  # a transposed operand's stride times H can pass 2^31
             a = tl.load(h_row_ptr[:, None] + hs[None, :] * stride_hh, mask=h_ok[None, :], other=0.0)
             w = tl.load(w_col_ptr[None, :] + hs[:, None] * stride_wh, mask=h_ok[:, None] & col_ok[None, :], other=0.0)
             if UPCAST:  # the interpreter's bf16 dot is wrong, and mixed dtypes need one operand type
@@ -50,10 +52,13 @@ def _linear_cross_entropy_kernel(
                 w = w.to(tl.float32)
             logits = tl.dot(a, w, logits, input_precision=PRECISION)
         if HAS_BIAS:
-            logits += tl.load(bias_ptr + cols * stride_bias, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+            bias = tl.load(bias_ptr + cols.to(tl.int64) * stride_bias, mask=col_ok, other=0.0)
+            logits += bias.to(tl.float32)[None, :]
         logits = tl.where(col_ok[None, :], logits, float("-inf"))
         m_new = tl.maximum(m, tl.max(logits, axis=1))
-        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(logits - m_new[:, None]), axis=1)
+        # A tile of only -inf logits (a bias masking tokens) would give -inf - -inf = NaN: subtract 0 instead.
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        s = s * tl.exp(m - m_sub) + tl.sum(tl.exp(logits - m_sub[:, None]), axis=1)
         m = m_new
         target_logit += tl.sum(tl.where(cols[None, :] == target[:, None], logits, 0.0), axis=1)
     out = split * n_rows + rows
@@ -92,7 +97,7 @@ def linear_cross_entropy_rows(
         n_rows, seq_len, n_classes, hidden_size, tiles_per_split,
         *hidden3.stride(), *weight.stride(), bias.stride(0) if bias is not None else 0, *target2.stride(),
         HAS_BIAS=bias is not None, UPCAST=interpreting() or not sixteen_bit, PRECISION=precision,
-        BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_H=BLOCK_H,
+        BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_H=BLOCK_H if sixteen_bit else BLOCK_H_FP32,
         num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     loss = torch.logsumexp(lse, 0) - target_logit.sum(0)

@@ -35,8 +35,10 @@ def _scaled_dots(a_ptr, sa0, sa1, b_ptr, sb0, sb1, rows_a, rows_b, ok_a, ok_b, d
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, d, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
-        a = tl.load(a_ptr + rows_a[:, None] * sa0 + ks[None, :] * sa1, mask=ok_a[:, None] & (ks < d)[None, :], other=0.0)
-        b = tl.load(b_ptr + rows_b[:, None] * sb0 + ks[None, :] * sb1, mask=ok_b[:, None] & (ks < d)[None, :], other=0.0)
+        k_ok = ks < d
+        ks = ks.to(tl.int64)  # a transposed input's stride times d can pass 2^31
+        a = tl.load(a_ptr + rows_a[:, None] * sa0 + ks[None, :] * sa1, mask=ok_a[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(b_ptr + rows_b[:, None] * sb0 + ks[None, :] * sb1, mask=ok_b[:, None] & k_ok[None, :], other=0.0)
         if UPCAST:  # the interpreter's tl.dot is wrong on 16-bit inputs
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -81,6 +83,7 @@ def _launch(a_l: Tensor, b_l: Tensor, a_r: Tensor, b_r: Tensor, chosen: Tensor,
             scale_l: float, bias_l: float, scale_r: float, bias_r: float, splits: int | None) -> Tensor:
     """Σ_{j∈chosen} S(a_k, b_j) for every row k of a_l / a_r (candidates on side a, chosen on side b)."""
     B, n = a_l.shape[0], chosen.numel()
+    chosen = chosen.contiguous()  # the kernel reads chosen[i] at chosen_ptr + i
     if n == 0:
         return torch.zeros(B, dtype=torch.float32, device=a_l.device)
     interpret = interpreting()
@@ -88,7 +91,8 @@ def _launch(a_l: Tensor, b_l: Tensor, a_r: Tensor, b_r: Tensor, chosen: Tensor,
         block_m, block_n, block_k, precision = 32, 16, 16, "ieee"
     else:  # untuned (no GPU was lent); fp32 inputs keep fp32 accuracy through 3 tf32 passes
         sixteen_bit = a_l.dtype != torch.float32 and a_r.dtype != torch.float32
-        block_m, block_n, block_k = (128, 128, 64) if sixteen_bit else (128, 64, 32)
+        # 128 x 128 spills registers (two fp32 tiles of S live at once; sm_90 compile, ptxas); 128 x 64 does not.
+        block_m, block_n, block_k = (128, 64, 64) if sixteen_bit else (128, 64, 32)
         precision = "tf32x3"
     m_tiles = triton.cdiv(B, block_m)
     n_splits, tiles_per_split = num_splits(a_l.device, m_tiles, triton.cdiv(n, block_n), splits)

@@ -66,6 +66,16 @@ def test_vocabulary_splits_give_the_same_loss(splits):
     torch.testing.assert_close(rows(hidden, weight, target, bias, IGNORE, splits), rows(hidden, weight, target, bias, IGNORE))
 
 
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_bias_masking_a_whole_vocabulary_tile(impl):
+    """A -inf bias over a whole 128-column tile must not turn the loss into NaN."""
+    hidden, weight, bias, target = make((5,), 16, 300, torch.float32)
+    bias[:128] = float("-inf")
+    target = target % 172 + 128
+    ours = linear_cross_entropy(hidden, weight, target, bias=bias, impl=impl)
+    assert_as_accurate_as_torch(ours, hidden, weight, bias, target)
+
+
 def test_mixed_dtypes_and_empty_input():
     hidden, weight, bias, target = make((7,), 24, 31, torch.float32)
     ours = linear_cross_entropy(hidden.bfloat16(), weight, target, bias=bias.half(), impl="triton")

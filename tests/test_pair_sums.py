@@ -41,6 +41,16 @@ def test_matches_materialised(impl, dtype):
     torch.testing.assert_close(cols.double(), S[chosen].sum(0), rtol=1e-5, atol=1e-4)
 
 
+def test_strided_chosen():
+    """A non-contiguous index tensor gives the same sums as its contiguous copy."""
+    emb = embeddings(23)
+    chosen = torch.randperm(23, generator=torch.Generator().manual_seed(2))[:16].repeat_interleave(2)[::2]
+    assert not chosen.is_contiguous()
+    got = sigmoid_pair_sums_triton(*emb, chosen, **PARAMS)
+    want = sigmoid_pair_sums_triton(*emb, chosen.contiguous(), **PARAMS)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
 @settings(max_examples=12, deadline=None)
 @given(B=st.integers(1, 45), d=st.integers(1, 33), n=st.integers(0, 45), splits=st.integers(1, 4),
        seed=st.integers(0, 2**16))
