@@ -203,6 +203,7 @@ class ShardStream(IterableDataset):
             raise ValueError(f"to_tuple must name fields, e.g. ('jpg', 'cls'), got {to_tuple!r}")
         if isinstance(keep, (str, os.PathLike)):  # a keep-list file, e.g. from `curatedloader prune`
             keep = load_keep(keep)
+        keep = None if keep is None else frozenset(keep)  # before the check: a generator is read once
         if keep is not None and not all(isinstance(k, str) for k in keep):
             raise ValueError("keep must hold shard sample ids (str, see sample_id), e.g. load_keep(path)")
         decoders = [] if decode is None else list(decode) if isinstance(decode, (list, tuple)) else [decode]
@@ -213,7 +214,7 @@ class ShardStream(IterableDataset):
         self.urls = expand_urls(urls)
         self.batch_size, self.decoders, self.to_tuple = batch_size, decoders, to_tuple
         self.shuffle, self.shuffle_buffer, self.resampled = bool(shuffle), shuffle_buffer, bool(resampled)
-        self.keep = None if keep is None else frozenset(keep)
+        self.keep = keep
         self.collate_fn = default_collate if collate_fn is None else collate_fn
         self.seed, self.drop_last, self.workers = seed, drop_last, max(1, num_workers)
         self.rank, self.world_size = _dist_rank_world()
@@ -279,9 +280,10 @@ class ShardStream(IterableDataset):
                 if limit is not None and row >= limit:
                     return
             if rows == 0 and not resumed:
+                kept = "" if self.keep is None else f"; or keep ({len(self.keep)} ids) names none of their samples"
                 raise ValueError(
                     f"rank {self.rank} of {self.world_size} read no samples from its shards ({bad} unreadable, "
-                    f"see the warnings) of urls {self.urls[0]!r}... ({len(self.urls)} shards)"
+                    f"see the warnings{kept}) of urls {self.urls[0]!r}... ({len(self.urls)} shards)"
                 )
             if limit is None:
                 return
@@ -348,14 +350,20 @@ class ShardStream(IterableDataset):
 
     def _rows(self, epoch: int, worker: int, shard_pos: int, offset: int, errors: _Errors) -> Iterator[tuple]:
         """(cursor, cursor after, id, item) of each row of this worker's stream from [shard_pos, offset] on."""
+        barren: set[int] = set()  # shards read whole without a row; once all are, an endless resampled stream stops
         for k, (shard, seed) in enumerate(islice(self._shards(epoch, worker), shard_pos, None), shard_pos):
             errors.start(self.urls[shard])
             start = offset if k == shard_pos else 0
             samples = islice(self._samples(self.urls[shard], seed, errors), start, None)
+            i = start - 1
             for i, ((sid, item), last) in enumerate(_with_last(samples), start):
                 if i == start > 0:
                     errors.take()  # met before the resume point: the saved run counted them
                 yield (k, i), ((k + 1, 0) if last else (k, i + 1)), sid, item
+            if i < 0:  # read from its start and gave no row
+                barren.add(shard)
+                if len(barren) == len(self.urls):
+                    return
 
     def _samples(self, url: str, seed: int, errors: _Errors) -> wds.DataPipeline:
         """(id, item) rows of one shard: read, keep-list, shuffle buffer, decode."""

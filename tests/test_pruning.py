@@ -106,6 +106,7 @@ def test_ccs_covers_the_score_range():
     (lambda: score(np.ones(5, np.float32)), r"features: expected a non-empty \[N, d\] array"),
     (lambda: score(np.ones((5, 3), np.float32), "mean"), "method: expected one of"),
     (lambda: score(np.eye(5, dtype=np.float32), "gaussian", groups=[0, 0, 1, 1, 2]), "group 2 has 1 sample"),
+    (lambda: score(np.eye(14, dtype=np.float32), "knn", groups=[0] * 12 + [3] * 2), "group 3 has 2 samples; knn"),
     (lambda: select(np.ones(5), 1.5), r"keep: expected a fraction in \(0, 1\]"),
     (lambda: select(np.ones(5), 6), "keep: expected"),
     (lambda: select(np.ones(5), 0.5, drop=np.ones(4, bool)), "drop: expected a bool array"),
@@ -130,6 +131,14 @@ def test_group_dro_follows_doremi_rule():
     assert dro.average_weights[0] < held[0]
     with pytest.raises(ValueError, match="learner_group_loss: expected 3 finite"):
         dro.update(torch.tensor([1.0, float("nan"), 0.0]), reference)
+
+
+def test_group_dro_average_stays_exact_over_a_long_run():
+    dro = GroupDRO(2, smoothing=0.0)
+    dro.weights.copy_(torch.tensor([0.1, 0.9]))
+    for _ in range(20_000):  # no excess: the weights, hence their average, stay put
+        dro.update(torch.zeros(2), torch.zeros(2))
+    torch.testing.assert_close(dro.average_weights, dro.weights, rtol=0, atol=1e-6)
 
 
 def test_weighted_loss_helpers():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from curatedloader.pruning import Features, encode, load_encoder, load_keep
+from curatedloader.pruning import Features, encode, load_encoder, load_keep, save_keep
 from curatedloader.pruning.cli import main
 
 TINY = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
@@ -94,6 +94,13 @@ def test_interrupted_encode_resumes(tmp_path):
         encode(Pixels(4), Flaky(), out=tmp_path, progress=False)
 
 
+def test_resume_with_another_encoder_is_refused(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        encode(Pixels(), Flaky(fail_at=2), batch_size=4, out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="encoder: gives 5-d features; the unfinished encode .* holds 48-d"):
+        encode(Pixels(), lambda b: b.flatten(1)[:, :5], batch_size=4, out=tmp_path, progress=False)
+
+
 def test_encode_shards(tmp_path):
     import webdataset as wds
 
@@ -102,8 +109,13 @@ def test_encode_shards(tmp_path):
         for i in range(5):
             sink.write({"__key__": f"k{i}", "png": rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)})
     urls = [str(tmp_path / f"s-{i:03d}.tar") for i in range(2)]
-    feats = encode(urls, Flaky(), batch_size=2, progress=False)
-    assert feats.ids == [f"s-{i // 3:03d}.tar/k{i}" for i in range(5)] and feats.array.shape == (5, 48)
+    for out in (None, tmp_path / "out"):
+        feats = encode(urls, Flaky(), batch_size=2, progress=False, out=out)
+        assert feats.ids.tolist() == [f"s-{i // 3:03d}.tar/k{i}" for i in range(5)] and feats.array.shape == (5, 48)
+        save_keep(tmp_path / "keep.txt", feats.ids[np.array([4, 0])])  # as README: ids[sel["indices"]]
+        assert load_keep(tmp_path / "keep.txt") == ["s-001.tar/k4", "s-000.tar/k0"]
+    with pytest.raises(ValueError, match="num_workers: shards are read in order"):
+        encode(urls, Flaky(), batch_size=2, progress=False, num_workers=2)
 
 
 def test_encode_rejects_non_finite_features(tmp_path):

@@ -1,5 +1,6 @@
 """CuratedLoader.from_shards: exactly-once, determinism, resume, corrupt input, keep-lists, writing shards."""
 import os
+import signal
 import tarfile
 import warnings
 
@@ -129,6 +130,15 @@ def test_keep_list_of_sample_ids(shards):
     assert sample_id("/a/b/s000.tar", "k00001") == "s000.tar/k00001"
 
 
+def test_keep_as_a_generator_and_keep_naming_no_sample(shards):
+    urls, n = shards([3, 3])
+    keep = (sample_id(urls[1], f"k{k:05d}") for k in (3, 5))  # read once: the check must not use it up
+    assert sorted(sum(rows(CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), keep=keep)), [])) == [3, 5]
+    loader = CuratedLoader.from_shards(urls, 2, keep={"other.tar/k00001"})
+    with pytest.raises(ValueError, match=r"read no samples .* keep \(1 ids\) names none of their samples"):
+        list(loader)
+
+
 def test_keep_list_file_from_the_pruner(shards, tmp_path):
     from curatedloader.keeplist import save_keep
 
@@ -198,6 +208,21 @@ def test_resampled_epoch_has_the_header_count(shards):
     loader = CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), resampled=True, num_workers=2)
     assert [count_samples(u) for u in urls] == [5, 0, 3]
     assert sum(map(len, rows(loader))) == n == len(ShardStream(urls, 2))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resampled_stream_without_a_readable_sample_raises_instead_of_spinning(shards, workers):
+    urls, _ = shards([2, 3])
+    loader = CuratedLoader.from_shards(urls, 2, to_tuple=("jpg", "cls"), resampled=True, num_workers=workers)
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the resampled stream spins"))
+    signal.alarm(30)
+    try:
+        with warnings.catch_warnings(), pytest.raises(ValueError, match="read no samples"):
+            warnings.simplefilter("ignore")  # every sample lacks the field jpg
+            list(loader)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_persistent_workers_follow_the_epochs(shards):

@@ -110,6 +110,10 @@ def test_scorer_normalises_and_carries_scale_and_bias():
 def test_scorer_rejects_models_without_scale_and_bias():
     with pytest.raises(ValueError, match="reference must be an nn.Module .* logit_scale and logit_bias"):
         SigLIPScorer(TinySigLIP(), nn.Linear(3, 3))
+    clip = TinySigLIP()
+    clip.logit_bias = None  # as open_clip's softmax CLIP models
+    with pytest.raises(ValueError, match="learner must be an nn.Module .* logit_scale and logit_bias"):
+        SigLIPScorer(clip, TinySigLIP())
 
 
 def test_loader_with_siglip_scorer_is_reproducible():

@@ -102,7 +102,7 @@ def _prune(args) -> None:
         _save(out / "groups.npy", np.asarray(groups))
     sel = select(scores, args.keep, strategy=args.strategy, groups=groups, drop=drop, seed=args.seed)
     _save(out / "weights.npy", sel["weights"])
-    save_keep(out / "keep.txt", [feats.ids[i] for i in sel["indices"].tolist()])
+    save_keep(out / "keep.txt", feats.ids[sel["indices"]])
     summary = {"samples": n, "kept": len(sel["indices"]), "near_duplicates": int(drop.sum()) if drop is not None else 0,
                "score": args.score, "strategy": args.strategy, "keep": args.keep, "seed": args.seed}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

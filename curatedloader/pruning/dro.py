@@ -26,7 +26,7 @@ class GroupDRO:
             raise ValueError(f"smoothing: expected 0 <= smoothing <= 1, got {smoothing}")
         self.eta, self.smoothing = eta, smoothing
         self.weights = torch.full((num_groups,), 1.0 / num_groups)
-        self._sum = torch.zeros(num_groups)
+        self._sum = torch.zeros(num_groups, dtype=torch.float64)  # float32 would drift over a long run
         self.steps = 0
 
     @torch.no_grad()
@@ -48,7 +48,7 @@ class GroupDRO:
     @property
     def average_weights(self) -> Tensor:
         """Mean of `.weights` over all updates (uniform before the first)."""
-        return self._sum / self.steps if self.steps else self.weights.clone()
+        return (self._sum / self.steps).float() if self.steps else self.weights.clone()
 
     def state_dict(self) -> dict:
         return {"weights": self.weights.clone(), "sum": self._sum.clone(), "steps": self.steps}

@@ -29,11 +29,14 @@ CHUNK = 65536  # rows per step when a pass over all features must bound its memo
 
 @dataclass
 class Features:
-    """Encoded samples: `array` float32 [N, d] (memory-mapped when loaded from disk), `ids` per row
-    (dataset indices as int64, or shard sample ids as str)."""
+    """Encoded samples: `array` float32 [N, d] (memory-mapped when loaded from disk), `ids` per row, an
+    array (dataset indices as int64, or shard sample ids as str), so `ids[sel["indices"]]` works for both."""
 
     array: np.ndarray
-    ids: np.ndarray | list[str]
+    ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.ids = np.asarray(self.ids)
 
     def __len__(self) -> int:
         return len(self.array)
@@ -91,11 +94,14 @@ def encode(source, encoder, *, batch_size: int = 256, device=None, out: str | os
         is applied to PIL images), or any callable mapping a batch tensor to [B, d].
     device: where batches are sent (default: the encoder's parameters' device, else CPU).
     out: a directory; features are written memory-mapped there and an interrupted run resumes.
+    num_workers: DataLoader workers for a map-style Dataset (shards are read in this process).
 
     >>> feats = encode(ImageFolder("data/train"), ("ViT-B-32", "vit_b_32.pt"), out="runs/prune")
     >>> feats.array.shape, feats.ids[:2]
     ((50000, 512), array([0, 1]))
     """
+    if num_workers and not isinstance(source, Dataset):  # workers would interleave the shards out of order
+        raise ValueError(f"num_workers: shards are read in order in this process; expected 0, got {num_workers}")
     fn, preprocess, module = as_encoder(encoder)
     ids, rows = _source(source, preprocess)
     n = len(ids)
@@ -137,6 +143,9 @@ def encode(source, encoder, *, batch_size: int = 256, device=None, out: str | os
                 shape = (n, f.shape[1])
                 array = (np.lib.format.open_memmap(out / FEATURES, mode="w+", dtype=np.float32, shape=shape)
                          if out is not None else np.empty(shape, np.float32))
+            elif f.shape[1] != array.shape[1]:  # resuming with another encoder
+                raise ValueError(f"encoder: gives {f.shape[1]}-d features; the unfinished encode in {out} holds "
+                                 f"{array.shape[1]}-d ones: resume with its encoder, or choose another out")
             array[done:done + len(f)] = f
             done += len(f)
             if out is not None:

@@ -19,6 +19,8 @@ from .features import CHUNK, as_features, normalized
 from .groups import group_members
 from .index import knn_similarity, nearest_centroid, spherical_kmeans
 
+KNN_K = 10  # the neighbour rank of the knn score by default
+
 
 def score(features, method: str = "prototype", *, groups=None, k: int | None = None, seed: int = 0) -> np.ndarray:
     """float64 [N] scores of `features` (Features or [N, d] floats), higher = more typical.
@@ -35,6 +37,8 @@ def score(features, method: str = "prototype", *, groups=None, k: int | None = N
     for label, idx in zip(labels, members):
         if method == "gaussian" and len(idx) < 2:
             raise ValueError(f"groups: group {label} has {len(idx)} sample; the gaussian score needs 2 or more")
+        if method == "knn" and groups is not None and len(idx) <= (k or KNN_K):
+            raise ValueError(f"groups: group {label} has {len(idx)} samples; knn with k = {k or KNN_K} needs more")
     out = np.empty(len(x))
     for idx in members:
         out[idx] = METHODS[method](x[idx] if groups is not None else x, k, seed)
@@ -48,7 +52,7 @@ def _prototype(x: np.ndarray, k: int | None, seed: int) -> np.ndarray:
 
 
 def _knn(x: np.ndarray, k: int | None, seed: int) -> np.ndarray:
-    return knn_similarity(normalized(x), k or 10, seed=seed)[0].astype(np.float64)
+    return knn_similarity(normalized(x), k or KNN_K, seed=seed)[0].astype(np.float64)
 
 
 def _gaussian(x: np.ndarray, k: None, seed: int) -> np.ndarray:

@@ -124,7 +124,9 @@ class SigLIPScorer(Scorer):
     def __init__(self, learner: nn.Module, reference: nn.Module, *, image_key: Any = "image", text_key: Any = "text",
                  impl: str = "auto"):
         for name, model in (("learner", learner), ("reference", reference)):
-            if not isinstance(model, nn.Module) or not hasattr(model, "logit_scale") or not hasattr(model, "logit_bias"):
+            # None counts as missing: open_clip's softmax CLIP models have logit_bias = None
+            missing = any(getattr(model, a, None) is None for a in ("logit_scale", "logit_bias"))
+            if not isinstance(model, nn.Module) or missing:
                 raise ValueError(
                     f"{name} must be an nn.Module called as model(images, texts) -> (img_emb, txt_emb) with "
                     f"attributes logit_scale and logit_bias (as open_clip's SigLIP models), got {type(model).__name__}"
