@@ -6,7 +6,7 @@ lists with one entry per row. These helpers slice, join and extend such batches 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -17,14 +17,14 @@ def _is_row_list(x) -> bool:
     return isinstance(x, list) and (len(x) == 0 or not isinstance(x[0], (Tensor, np.ndarray, Mapping, list, tuple)))
 
 
-def batch_len(batch: Any) -> int:
+def batch_len(batch: Any) -> Optional[int]:
     """Number of rows in a collated batch.
 
     >>> batch_len({"x": torch.zeros(3, 2), "name": ["a", "b", "c"]})
     3
     """
     if isinstance(batch, (Tensor, np.ndarray)):
-        return int(batch.shape[0])
+        return int(batch.shape[0]) if batch.ndim else None  # a scalar has no rows
     if isinstance(batch, Mapping):
         for v in batch.values():
             n = batch_len(v)

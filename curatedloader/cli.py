@@ -14,10 +14,14 @@ COMMANDS = {  # name -> (module, help); each module's main(argv) parses its own 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: curatedloader {" + ",".join(COMMANDS) + "} ...\n")
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        out = sys.stdout if asked else sys.stderr  # usage on error goes to stderr, as argparse does
+        if argv and not asked:
+            print(f"curatedloader: unknown command {argv[0]!r}", file=out)
+        print("usage: curatedloader {" + ",".join(COMMANDS) + "} ...\n", file=out)
         for name, (_, text) in COMMANDS.items():
-            print(f"  {name:8} {text}")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+            print(f"  {name:8} {text}", file=out)
+        return 0 if asked else 2
     module, _ = COMMANDS[argv[0]]
     return importlib.import_module(module).main(argv[1:])
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import random
 import time
@@ -11,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from .batch import attach, batch_len, cat_batches, get_field, index_batch
@@ -33,7 +34,7 @@ def resolve_super_batch_size(batch_size: int, filter_ratio: Optional[float], sup
         raise ValueError("give filter_ratio or super_batch_size, not both")
     if super_batch_size is None:
         ratio = 0.8 if filter_ratio is None else filter_ratio
-        if not (isinstance(ratio, (int, float)) and 0.0 <= ratio < 1.0):
+        if not (isinstance(ratio, numbers.Real) and 0.0 <= ratio < 1.0):
             raise ValueError(f"filter_ratio must be in [0, 1), got {filter_ratio!r}")
         return max(batch_size, round(batch_size / (1.0 - ratio)))
     if not isinstance(super_batch_size, int) or super_batch_size < batch_size:
@@ -57,6 +58,9 @@ class _WithIndex(Dataset):
 
     def __getitem__(self, i: int):
         return i, self.dataset[i]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
 
     def __getitems__(self, indices: list[int]) -> list:
         # keep the dataset's batched fetch (DataLoader calls __getitems__ when a dataset has one)
@@ -93,9 +97,6 @@ def _seeded(seed: Optional[int]) -> Iterator[None]:
             torch.default_generator.set_state(states[0])
             random.setstate(states[1])
             np.random.set_state(states[2])
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
 
 class _CollateWithIds:
@@ -137,7 +138,13 @@ class _Rows:
         self.n = 0
 
     def put(self, ids, batch) -> None:
-        n = batch_len(ids)
+        n, rows = batch_len(ids), batch_len(batch)
+        if rows != n:
+            raise ValueError(
+                f"collate_fn returned a batch of {rows or 'no'} rows for {n} samples; CuratedLoader slices "
+                "batches by row, so each leaf must be a tensor or array with the rows in dim 0, or a list of "
+                "per-row strings/numbers (a list of per-sample tuples, dicts or tensors reads as fields)"
+            )
         if n:
             self.pieces.append((ids, batch, n))
             self.n += n
@@ -236,6 +243,8 @@ class CuratedLoader:
         self.shuffle, self.sampler, self.drop_last = bool(shuffle), sampler, drop_last
         self.pin_memory = pin_memory
         self.rank, self.world_size = _dist_rank_world()
+        # a DistributedSampler already yields this rank's share: split it again and each rank gets 1/world²
+        self._splits = self.world_size > 1 and not isinstance(sampler, DistributedSampler)
         self.stats = LoaderStats()
         self.collate_fn = default_collate if collate_fn is None else collate_fn
 
@@ -294,7 +303,7 @@ class CuratedLoader:
             order = [base[i] for i in torch.randperm(len(base), generator=self._order_gen).tolist()]
         else:
             order = base
-        if self.world_size > 1:
+        if self._splits:
             order = self._split_for_rank(order)
         return order
 
@@ -311,7 +320,7 @@ class CuratedLoader:
         if self.iterable:
             return len(self.dataset)  # TypeError for iterables without __len__, as DataLoader
         n = len(self.sampler) if self.sampler is not None else len(self._base_indices())
-        if self.world_size > 1:
+        if self._splits:
             n = n // self.world_size if self.drop_last else -(-n // self.world_size)
         return n
 
@@ -415,7 +424,8 @@ class CuratedLoader:
     def _select(self, ids, batch, k: int) -> Any:
         n = batch_len(batch)
         t0 = time.perf_counter()
-        out = self.scorer(batch, ids) if isinstance(self.scorer, Scorer) else self.scorer(batch)
+        with torch.inference_mode():  # plain functions too: no autograd graph over the B samples
+            out = self.scorer(batch, ids) if isinstance(self.scorer, Scorer) else self.scorer(batch)
         scores = as_scores(out, n)
         t1 = time.perf_counter()
         self.stats.score_ms += 1e3 * (t1 - t0)

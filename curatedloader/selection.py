@@ -12,18 +12,19 @@ from .rng import generator_on
 from .scores import CRITERIA, Scores
 
 
-def gumbel_topk(logits: Tensor, k: int, generator: torch.Generator) -> Tensor:
-    """k distinct indices drawn without replacement with probabilities softmax(logits), in one shot.
+def gumbel_topk(logits: Tensor, k: int, generator: torch.Generator, temperature: float = 1.0) -> Tensor:
+    """k distinct indices drawn without replacement with probabilities softmax(logits / temperature), in one shot.
 
-    Top-k of logits + Gumbel noise (Gumbel-top-k trick); works in log space, so large logits never
-    overflow. -inf logits are never drawn while finite ones remain.
+    Top-k of logits + temperature · Gumbel noise (Gumbel-top-k trick, scaled by the temperature rather than
+    dividing the logits by it, so a tiny temperature tends to top-k instead of overflowing to ties); works
+    in log space, so large logits never overflow. -inf logits are never drawn while finite ones remain.
 
     >>> gumbel_topk(torch.tensor([0.0, 50.0, -50.0]), 1, torch.Generator().manual_seed(0))
     tensor([1])
     """
     u = uniform_noise(logits, generator)
     gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)))
-    return torch.topk(logits.to(u.dtype) + gumbel, k).indices
+    return torch.topk(logits.to(u.dtype) + temperature * gumbel, k).indices
 
 
 def uniform_noise(like: Tensor, generator: torch.Generator) -> Tensor:
@@ -65,15 +66,15 @@ class JEST(Selector):
         super().__init__(criterion)
         if not isinstance(n_chunks, int) or n_chunks < 1:
             raise ValueError(f"n_chunks must be a positive int, got {n_chunks!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not 0 < temperature < float("inf"):
+            raise ValueError(f"temperature must be a finite number > 0 (Uniform() is its limit), got {temperature!r}")
         self.n_chunks = n_chunks
         self.temperature = float(temperature)
 
     def __call__(self, scores: Scores, k: int, generator: torch.Generator) -> Tensor:
         if hasattr(scores, "jest"):  # pairwise scores draw chunk by chunk on conditional logits
             return scores.jest(k, self.n_chunks, self.temperature, self.criterion, generator)
-        return gumbel_topk(scores.values(self.criterion) / self.temperature, k, generator)
+        return gumbel_topk(scores.values(self.criterion), k, generator, self.temperature)
 
 
 class TopK(Selector):

@@ -3,6 +3,7 @@ import argparse
 
 import torch
 
+from curatedloader import cli
 from curatedloader.demo import digits, irreducible_losses, main, train_learner, train_reference
 
 
@@ -26,3 +27,9 @@ def test_digits_noise_is_symmetric_and_seeded():
     a, b = digits(0.3, seed=1), digits(0.3, seed=1)
     assert torch.equal(a.train.tensors[1], b.train.tensors[1])
     assert 0.25 < a.noisy.float().mean() < 0.35
+
+
+def test_cli_names_an_unknown_command(capsys):
+    assert cli.main(["demoo"]) == 2
+    assert "unknown command 'demoo'" in capsys.readouterr().err
+    assert cli.main(["--help"]) == 0 and "prune" in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """CuratedLoader: DataLoader parity, sampler invariants, resume, bad input."""
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -77,6 +78,32 @@ def test_iterable_dataset_selection_off_covers_stream():
     assert flat == list(range(23)) and all(len(batch) == 4 for batch in batches[:-1])
 
 
+def test_a_distributed_sampler_is_not_split_again(monkeypatch):
+    monkeypatch.setattr("curatedloader.loader._dist_rank_world", lambda: (1, 2))
+    ds = dataset(20)
+    sampler = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=1, seed=3)
+    loader = CuratedLoader(ds, batch_size=3, sampler=sampler)
+    batches = ids_of(loader)
+    assert [i for b in batches for i in b] == list(sampler) and len(loader) == len(batches) == 4
+
+
+class Tagged(TensorDataset):
+    tag = -1
+
+    def __getitem__(self, i):
+        return (*super().__getitem__(i), self.tag)
+
+
+def tag_worker(worker_id: int) -> None:
+    Tagged.tag = len(torch.utils.data.get_worker_info().dataset)
+
+
+def test_worker_init_fn_is_passed_through_and_sees_the_dataset():
+    ds = Tagged(torch.arange(12).float(), torch.arange(12))
+    batches = list(CuratedLoader(ds, batch_size=4, num_workers=2, worker_init_fn=tag_worker))
+    assert len(batches) == 3 and all(b[2].tolist() == [12] * 4 for b in batches)
+
+
 def test_inactive_schedule_is_a_dataloader():
     ds = dataset(20)
     plain = ids_of(CuratedLoader(ds, batch_size=4, shuffle=True, seed=2))
@@ -122,7 +149,9 @@ def test_topk_picks_the_top_scores():
                            selector=TopK(), shuffle=True)
     scorer_inputs = []
     loader.scorer = lambda batch: scorer_inputs.append(batch[1].tolist()) or batch[0]
-    for sub, sup in zip(ids_of(loader), scorer_inputs):
+    batches = ids_of(loader)
+    assert len(batches) == len(scorer_inputs) == 4
+    for sub, sup in zip(batches, scorer_inputs):
         assert sorted(sub) == sorted(sup)[-3:]
 
 
@@ -147,6 +176,14 @@ def test_jest_matches_sequential_softmax_sampling():
     expected = p[:, None] * p[None, :] / (1 - p[:, None])  # P(first=i) P(second=j | first=i)
     expected.fill_diagonal_(0)
     assert torch.allclose(counts / trials, expected, atol=0.015)
+
+
+def test_tiny_temperature_tends_to_topk():
+    scores = Scores(learner=torch.tensor([5.0, 10.0, -1.0]), reference=torch.zeros(3))
+    picks = {JEST(temperature=1e-38)(scores, 1, torch.Generator().manual_seed(s)).item() for s in range(20)}
+    assert picks == {1}  # scores / temperature overflow to inf: ties would hide the order
+    with pytest.raises(ValueError, match="temperature"):
+        JEST(temperature=float("inf"))
 
 
 def test_gumbel_topk_survives_huge_logits():
@@ -305,6 +342,17 @@ def test_models_are_scored_in_eval_mode_and_restored():
     assert torch.equal(model[1].running_mean, before)
 
 
+def test_plain_function_scorer_runs_without_autograd():
+    modes = []
+
+    def scorer(batch):
+        modes.append(torch.is_inference_mode_enabled())
+        return batch[0]
+
+    loader = CuratedLoader(dataset(8), batch_size=2, super_batch_size=4, scorer=scorer, selector=TopK())
+    assert len(ids_of(loader)) == 2 and modes == [True, True]
+
+
 def test_reference_losses_table_is_looked_up_by_sample_id():
     from curatedloader.scoring import CrossEntropyScorer
 
@@ -322,6 +370,7 @@ def test_reference_losses_table_is_looked_up_by_sample_id():
 @pytest.mark.parametrize("kwargs, word", [
     (dict(filter_ratio=1.0), "filter_ratio"),
     (dict(filter_ratio=-0.1), "filter_ratio"),
+    (dict(filter_ratio="0.5"), "filter_ratio"),
     (dict(super_batch_size=2), "super_batch_size"),
     (dict(filter_ratio=0.5, super_batch_size=8), "super_batch_size"),
     (dict(nan="ignore"), "nan"),
@@ -331,6 +380,10 @@ def test_reference_losses_table_is_looked_up_by_sample_id():
 def test_bad_arguments_name_the_argument(kwargs, word):
     with pytest.raises(ValueError, match=word):
         CuratedLoader(dataset(10), batch_size=4, **kwargs)
+
+
+def test_numpy_filter_ratio_is_a_number():
+    assert resolve_super_batch_size(4, np.float32(0.5), None) == 8
 
 
 @pytest.mark.parametrize("b", [0, -1, 2.5])
@@ -349,6 +402,12 @@ def test_bad_batch_size(b):
 def test_scorer_returning_wrong_shape_or_dtype(out, word):
     loader = CuratedLoader(dataset(10), batch_size=2, super_batch_size=5, scorer=lambda b: out(len(b[0])))
     with pytest.raises(ValueError, match=word):
+        next(iter(loader))
+
+
+def test_collate_output_without_rows_is_explained():
+    loader = CuratedLoader(dataset(6), batch_size=2, collate_fn=lambda samples: samples)  # a list of tuples
+    with pytest.raises(ValueError, match="collate_fn returned"):
         next(iter(loader))
 
 
