@@ -14,7 +14,10 @@ from torch import Tensor
 
 
 def _is_row_list(x) -> bool:
-    return isinstance(x, list) and (len(x) == 0 or not isinstance(x[0], (Tensor, np.ndarray, Mapping, list, tuple)))
+    """One entry per row: a list, or the tuple default_collate makes of strings, holding leaves (not a
+    namedtuple, and not a list of fields holding tensors, dicts or sequences)."""
+    return (isinstance(x, (list, tuple)) and not hasattr(x, "_fields")
+            and (len(x) == 0 or not isinstance(x[0], (Tensor, np.ndarray, Mapping, list, tuple))))
 
 
 def batch_len(batch: Any) -> Optional[int]:
@@ -54,7 +57,7 @@ def index_batch(batch: Any, idx: Tensor) -> Any:
     if isinstance(batch, Mapping):
         return {k: index_batch(v, idx) for k, v in batch.items()}
     if _is_row_list(batch):
-        return [batch[i] for i in idx.tolist()]
+        return type(batch)(batch[i] for i in idx.tolist())
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):
         return type(batch)(*(index_batch(v, idx) for v in batch))
     if isinstance(batch, (list, tuple)):
@@ -78,7 +81,7 @@ def cat_batches(batches: list) -> Any:
     if isinstance(first, Mapping):
         return {k: cat_batches([b[k] for b in batches]) for k in first}
     if _is_row_list(first):
-        return [x for b in batches for x in b]
+        return type(first)(x for b in batches for x in b)
     if isinstance(first, tuple) and hasattr(first, "_fields"):
         return type(first)(*(cat_batches(list(vs)) for vs in zip(*batches)))
     if isinstance(first, (list, tuple)):

@@ -51,10 +51,20 @@ def _dist_rank_world() -> tuple[int, int]:
 
 
 class _WithIndex(Dataset):
-    """Map-style dataset whose items carry their index: the stable sample id."""
+    """Map-style dataset whose items carry their index: the stable sample id. Other attributes pass
+    through to the dataset, so a worker_init_fn that sets up `get_worker_info().dataset` (opening a
+    file per worker, say) sets up the user's dataset, as with DataLoader."""
 
     def __init__(self, dataset: Dataset):
-        self.dataset = dataset
+        object.__setattr__(self, "dataset", dataset)
+
+    def __getattr__(self, name: str):
+        if name == "dataset":  # not set yet (unpickling in a worker): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self.dataset, name, value)
 
     def __getitem__(self, i: int):
         return i, self.dataset[i]

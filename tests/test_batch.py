@@ -22,5 +22,6 @@ def test_index_then_cat_round_trips():
 
 def test_attach_adds_a_field():
     assert attach({"x": 1}, "w", 2) == {"x": 1, "w": 2}
-    assert len(attach((1, 2), "w", 3)) == 3
+    assert len(attach((torch.zeros(2), torch.ones(2)), "w", torch.ones(2))) == 3
+    assert attach(("a", "b"), "w", torch.ones(2))[0] == ("a", "b")  # a tuple of strings is one field
     assert isinstance(attach(torch.zeros(2), "w", 3), tuple)

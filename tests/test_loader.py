@@ -104,6 +104,32 @@ def test_worker_init_fn_is_passed_through_and_sees_the_dataset():
     assert len(batches) == 3 and all(b[2].tolist() == [12] * 4 for b in batches)
 
 
+class PerWorker(TensorDataset):
+    def __getitem__(self, i):
+        return (*super().__getitem__(i), self.handle)
+
+
+def open_handle(worker_id: int) -> None:  # e.g. an h5py file opened once per worker
+    torch.utils.data.get_worker_info().dataset.handle = f"worker{worker_id}"
+
+
+def test_worker_init_fn_sets_up_the_users_dataset():
+    ds = PerWorker(torch.arange(8).float(), torch.arange(8))
+    batches = list(CuratedLoader(ds, batch_size=4, num_workers=2, worker_init_fn=open_handle))
+    assert [list(b[2]) for b in batches] == [["worker0"] * 4, ["worker1"] * 4]
+
+
+def test_strings_in_tuple_samples_are_rows():
+    class Named(TensorDataset):
+        def __getitem__(self, i):
+            return (*super().__getitem__(i), f"s{i}")  # default_collate makes a tuple of the names
+
+    loader = CuratedLoader(Named(torch.arange(12).float(), torch.arange(12)), batch_size=2, super_batch_size=6,
+                           scorer=lambda b: b[0], selector=TopK())
+    batches = list(loader)
+    assert [b[2] for b in batches] == [("s4", "s5"), ("s10", "s11")]
+
+
 def test_inactive_schedule_is_a_dataloader():
     ds = dataset(20)
     plain = ids_of(CuratedLoader(ds, batch_size=4, shuffle=True, seed=2))

@@ -78,7 +78,7 @@ class PairScores(Scores):
 
     def jest(self, k: int, n_chunks: int, temperature: float, criterion: str, generator: torch.Generator) -> Tensor:
         """JEST: every chunk a Gumbel-top-(k/n_chunks) draw from softmax(conditional score / temperature)."""
-        draw = lambda logits, m: gumbel_topk(logits / temperature, m, generator)  # noqa: E731
+        draw = lambda logits, m: gumbel_topk(logits, m, generator, temperature)  # noqa: E731
         return chunked_selection(self.values(criterion), lambda new: self.pair_sums(new, criterion), k, n_chunks, draw)
 
     def topk(self, k: int, criterion: str, n_chunks: int = 16) -> Tensor:
