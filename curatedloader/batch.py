@@ -103,7 +103,16 @@ def attach(batch: Any, name: str, value: Any) -> Any:
 
 
 def get_field(batch: Any, key) -> Any:
-    """`batch[key]` for dicts, tuples and lists, with a clear error naming the key."""
+    """`batch[key]` for dicts, tuples and lists, with a clear error naming the key. A batch that is a
+    single tensor (a dataset of bare images) is its own field 0: indexing it would take its first row.
+
+    >>> get_field(torch.zeros(4, 3), 0).shape
+    torch.Size([4, 3])
+    """
+    if isinstance(batch, (Tensor, np.ndarray)):
+        if key in (0, None):
+            return batch
+        raise ValueError(f"batch is a single {type(batch).__name__}, it has no field {key!r}")
     try:
         return batch[key]
     except (KeyError, IndexError, TypeError) as e:

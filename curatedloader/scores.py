@@ -141,7 +141,10 @@ class Scorer:
 
     @property
     def device(self) -> torch.device:
-        for model in self.models():
-            for p in model.parameters():
-                return p.device
-        return torch.device("cpu")
+        """The learner's device (the first model's): where scores are computed."""
+        return next((model_device(m) for m in self.models()), torch.device("cpu"))
+
+
+def model_device(model, default: torch.device = torch.device("cpu")) -> torch.device:
+    """The device of a model's first parameter (`default` for a model without parameters)."""
+    return next((p.device for p in model.parameters()), default) if isinstance(model, nn.Module) else default

@@ -25,3 +25,14 @@ def test_attach_adds_a_field():
     assert len(attach((torch.zeros(2), torch.ones(2)), "w", torch.ones(2))) == 3
     assert attach(("a", "b"), "w", torch.ones(2))[0] == ("a", "b")  # a tuple of strings is one field
     assert isinstance(attach(torch.zeros(2), "w", 3), tuple)
+
+
+def test_a_bare_tensor_batch_is_its_own_first_field():
+    import pytest
+
+    from curatedloader.batch import get_field
+
+    x = torch.arange(6).reshape(3, 2)
+    assert get_field(x, 0) is x and get_field({"x": x}, "x") is x
+    with pytest.raises(ValueError, match="no field 1"):
+        get_field(x, 1)

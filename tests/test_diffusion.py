@@ -199,3 +199,16 @@ def test_early_switches_on_every_rank_together():
     with tempfile.TemporaryDirectory() as d:
         torch.multiprocessing.spawn(_early_on_rank, args=(2, os.path.join(d, "init"), d), nprocs=2)
         assert [torch.load(os.path.join(d, f"{r}.pt")) for r in range(2)] == [2, 2]
+
+
+def test_a_dataset_of_bare_images_is_scored_whole():
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, i):
+            return torch.full((3, 2, 2), float(i))
+
+    loader = CuratedLoader(Images(), batch_size=2, super_batch_size=6, scorer=scorer())
+    batches = list(loader)
+    assert [tuple(b.shape) for b in batches] == [(2, 3, 2, 2)] * 2 and loader.stats.rejected == 8

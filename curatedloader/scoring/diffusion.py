@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..batch import get_field
 from ..kernels import diffusion_learnability
 from ..rng import generator_on
-from ..scores import Scorer, Scores
+from ..scores import Scorer, Scores, model_device
 
 
 def edm_weight(sigma: Tensor, sigma_data: float = 0.5) -> Tensor:
@@ -98,7 +98,10 @@ class DiffusionScorer(Scorer):
         x = x.to(self.device, non_blocking=True)
         sigma, eps = sample_noise(x, self.p_mean, self.p_std, generator_on(x.device, self.generator))
         noisy = add_noise(x, sigma, eps)
-        pred_learner, pred_reference = self.learner(noisy, sigma), self.reference(noisy, sigma)
+        pred_learner = self.learner(noisy, sigma)
+        ref_device = model_device(self.reference, x.device)  # the reference may live on another device
+        pred_reference = self.reference(noisy.to(ref_device), sigma.to(ref_device))
+        pred_reference = pred_reference.to(x.device) if isinstance(pred_reference, Tensor) else pred_reference
         for name, pred in (("learner", pred_learner), ("reference", pred_reference)):
             if not isinstance(pred, Tensor) or pred.shape != x.shape:
                 got = tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..batch import get_field
 from ..kernels import sigmoid_pair_sums
-from ..scores import Scorer, Scores
+from ..scores import Scorer, Scores, model_device
 from ..selection import gumbel_topk
 from .cross_entropy import to_device
 
@@ -148,7 +148,7 @@ class SigLIPScorer(Scorer):
 
 def _embed(model: nn.Module, images, texts, device: torch.device) -> tuple[Tensor, Tensor, float, float]:
     """Normalised (img, txt) embeddings on `device`, and the model's scale and bias."""
-    own = next((p.device for p in model.parameters()), device)
+    own = model_device(model, device)
     out = model(to_device(images, own), to_device(texts, own))
     img, txt = (out["image_features"], out["text_features"]) if isinstance(out, Mapping) else out[:2]
     norm = lambda e: F.normalize(e.float(), dim=-1).to(e.dtype).to(device)  # noqa: E731
