@@ -160,7 +160,8 @@ class _Rows:
             self.n += n
 
     def take(self, n: int):
-        ids, batches = [], []
+        """(ids, batch, whole): the next n rows; `whole` when they are one piece as the workers sent it."""
+        ids, batches, whole = [], [], self.pieces[0][2] == n
         while n > 0:
             pid, pb, pn = self.pieces.popleft()
             if pn > n:  # split the piece: keep its tail for the next step
@@ -171,7 +172,7 @@ class _Rows:
             batches.append(pb)
             n -= pn
             self.n -= pn
-        return cat_batches(ids), cat_batches(batches)
+        return cat_batches(ids), cat_batches(batches), whole
 
 
 def _pin(batch: Any) -> Any:
@@ -252,6 +253,7 @@ class CuratedLoader:
         self.class_weights, self.target_key = class_weights, target_key
         self.shuffle, self.sampler, self.drop_last = bool(shuffle), sampler, drop_last
         self.pin_memory = pin_memory
+        self._repin = pin_memory and torch.cuda.is_available()
         self.rank, self.world_size = _dist_rank_world()
         # a DistributedSampler already yields this rank's share: split it again and each rank gets 1/world²
         self._splits = self.world_size > 1 and not isinstance(sampler, DistributedSampler)
@@ -416,12 +418,14 @@ class CuratedLoader:
             n = min(need, rows.n)
             if n == 0 or (n < need and self.drop_last):
                 return
-            ids, batch = rows.take(n)
+            ids, batch, whole = rows.take(n)
             self._position += n
             if selecting:
                 batch = self._select(ids, batch, max(1, round(n * b / B)) if n < B else b)
             if self.class_weights is not None:
                 batch = self._weigh(batch)
+            if self._repin and (selecting or not whole or self.class_weights is not None):
+                batch = _pin(batch)  # rows gathered or joined here lost the workers' pinning
             stats.seen += n
             stats.trained += batch_len(batch)
             stats.steps += 1
@@ -458,8 +462,6 @@ class CuratedLoader:
         sub = index_batch(batch, chosen)
         for name, value in scores.extras.items():
             sub = attach(sub, name, value[chosen.to(value.device)])
-        if self.pin_memory and torch.cuda.is_available():
-            sub = _pin(sub)
         self.stats.rejected += n - k
         self.stats.select_ms += 1e3 * (time.perf_counter() - t1)
         return sub

@@ -519,3 +519,21 @@ def test_batched_fetch_of_the_dataset_is_used():
     ds = Batched(torch.arange(12).float(), torch.arange(12))
     assert ids_of(CuratedLoader(ds, batch_size=4)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert Batched.calls == 3
+
+
+def test_batches_formed_in_the_main_process_are_pinned_again(monkeypatch):
+    import curatedloader.loader as loader_module
+
+    pinned = []
+    monkeypatch.setattr(loader_module, "_pin", lambda batch: pinned.append(batch[1].tolist()) or batch)
+
+    def run(**kw):
+        pinned.clear()
+        loader = CuratedLoader(dataset(12), batch_size=2, **kw)
+        loader._repin = True  # as with pin_memory=True on a CUDA machine
+        return ids_of(loader)
+
+    run()  # untouched pieces keep the workers' pinning
+    assert pinned == []
+    selected = run(super_batch_size=4, scorer=score_by_value, selector=TopK())
+    assert pinned == selected  # gathered rows are pinned again
