@@ -137,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'method':8} " + " ".join(f"{s:>11}" for s in checkpoints) + "  noisy%  score%  select%  seconds"
     print(header)
     for m in methods:
-        accs = torch.tensor([[a for _, a in r.curve] for r in runs[m]])
-        cells = " ".join(f"{mu:.3f}±{sd:.3f}" for mu, sd in zip(accs.mean(0), accs.std(0, unbiased=False)))
+        cells = " ".join(f"{mu:.3f}±{sd:.3f}" for mu, sd in zip(*accuracy_spread(runs[m])))
         mean = lambda key: sum(getattr(r, key) for r in runs[m]) / len(runs[m])  # noqa: E731
         print(f"{m:8} {cells}  {100 * mean('noisy_fraction'):6.1f}  {100 * mean('score'):6.1f}  "
               f"{100 * mean('select'):7.1f}  {mean('seconds'):7.1f}")
@@ -151,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def accuracy_spread(runs: list[Run]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over seeds of the test accuracy at each checkpoint."""
+    accs = torch.tensor([[a for _, a in r.curve] for r in runs])
+    return accs.mean(0), accs.std(0, unbiased=False)
+
+
 def plot(runs: dict, path: Path) -> None:
     import matplotlib
 
@@ -160,8 +165,7 @@ def plot(runs: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rs in runs.items():
         xs = [s for s, _ in rs[0].curve]
-        accs = torch.tensor([[a for _, a in r.curve] for r in rs])
-        mu, sd = accs.mean(0), accs.std(0, unbiased=False)
+        mu, sd = accuracy_spread(rs)
         ax.plot(xs, mu, label=name)
         ax.fill_between(xs, mu - sd, mu + sd, alpha=0.2)
     ax.set(xlabel="trained samples", ylabel="test accuracy (clean labels)",

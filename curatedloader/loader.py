@@ -22,6 +22,7 @@ from .schedules import Always, Schedule
 from .scores import Scorer, as_scores
 from .selection import JEST, uniform
 from .stats import LoaderStats
+from .weights import sample_weights
 
 NAN_POLICIES = ("raise", "uniform")
 
@@ -468,8 +469,6 @@ class CuratedLoader:
 
     def _weigh(self, batch: Any) -> Any:
         """Attach per-sample weights from the (live) class weights, under the name "weight"."""
-        from .pruning.dro import sample_weights
-
         return attach(batch, "weight", sample_weights(self.class_weights, get_field(batch, self.target_key)))
 
     # ---- state ---------------------------------------------------------------------------------

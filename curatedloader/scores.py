@@ -59,11 +59,12 @@ class Scores:
 
     def finite(self) -> Tensor:
         """Bool mask [B]: True where every per-row tensor of that row is finite."""
-        ok = torch.ones(len(self), dtype=torch.bool)
+        ok = None  # combined where the scores live: one device-to-host copy per step, not one per tensor
         for t in self.tensors().values():
             if t.is_floating_point():
-                ok &= torch.isfinite(t).reshape(t.shape[0], -1).all(1).cpu()
-        return ok
+                row_ok = torch.isfinite(t).reshape(t.shape[0], -1).all(1)
+                ok = row_ok if ok is None else ok & row_ok.to(ok.device)
+        return torch.ones(len(self), dtype=torch.bool) if ok is None else ok.cpu()
 
     def check(self, n: int, name: str = "scorer") -> "Scores":
         """Raise a ValueError naming `name` unless every tensor is a float vector of length n."""

@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 from .launch import num_splits, use_triton
-from .reference import diffusion_learnability_reference
+from .reference import diffusion_learnability_reference, weighted_learnability
 from .validation import check_float, check_same_device
 
 MAX_TILE = 4096  # elements per tensor a program holds per step: three loads of 16 per thread at 8 warps
@@ -114,7 +114,4 @@ def diffusion_learnability(
     if not use_triton(impl, target.device):
         return diffusion_learnability_reference(target, pred_learner, pred_reference, weight)
     learner, reference = squared_error_sums(target, pred_learner, pred_reference) / target[0].numel()
-    if weight is not None:
-        w = weight.reshape(n).float()
-        learner, reference = w * learner, w * reference
-    return learner - reference, learner, reference
+    return weighted_learnability(learner, reference, weight)

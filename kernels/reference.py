@@ -29,12 +29,11 @@ def linear_cross_entropy_reference(
 ) -> torch.Tensor:
     """``cross_entropy_reference(hidden @ weight.T + bias, target)``, in row chunks to bound the logits' memory."""
     rows = hidden.reshape(-1, hidden.shape[-1])
-    flat_target = target.reshape(-1)
     w = weight.float()
     b = None if bias is None else bias.float()
     loss = torch.cat([
-        F.cross_entropy(F.linear(h.float(), w, b), t, ignore_index=ignore_index, reduction="none")
-        for h, t in zip(rows.split(chunk_rows), flat_target.split(chunk_rows))
+        cross_entropy_reference(F.linear(h.float(), w, b), t, ignore_index)
+        for h, t in zip(rows.split(chunk_rows), target.reshape(-1).split(chunk_rows))
     ])
     return sequence_mean(loss.view(target.shape), target, ignore_index)
 
@@ -50,8 +49,15 @@ def diffusion_learnability_reference(
     t = target.reshape(n, -1).float()
     learner = (pred_learner.reshape(n, -1).float() - t).square().mean(1)
     reference = (pred_reference.reshape(n, -1).float() - t).square().mean(1)
+    return weighted_learnability(learner, reference, weight)
+
+
+def weighted_learnability(
+    learner: torch.Tensor, reference: torch.Tensor, weight: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(L - R, L, R)`` from unweighted per-sample losses ``[B]`` and optional per-sample weights."""
     if weight is not None:
-        w = weight.reshape(n).float()
+        w = weight.reshape(learner.shape[0]).float()
         learner, reference = w * learner, w * reference
     return learner - reference, learner, reference
 

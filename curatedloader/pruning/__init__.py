@@ -6,7 +6,8 @@
 >>> save_keep("runs/prune/keep.txt", feats.ids[sel["indices"]])
 """
 from .dedup import near_duplicates
-from .dro import GroupDRO, group_mean, sample_weights, weighted_mean
+from ..weights import sample_weights, weighted_mean
+from .dro import GroupDRO, group_mean
 from .encoders import load_encoder
 from .features import Features, encode
 from ..keeplist import load_keep, save_keep

@@ -1,5 +1,5 @@
 """Class reweighting by group DRO against a reference model (DoReMi's rule, as in "Pruning then
-Reweighting", Li et al. 2024), and the helpers that turn class weights into a weighted loss."""
+Reweighting", Li et al. 2024); `curatedloader.weights` turns the weights into a weighted loss."""
 from __future__ import annotations
 
 import torch
@@ -70,25 +70,3 @@ def group_mean(values: Tensor, groups: Tensor, num_groups: int) -> Tensor:
     sums = torch.zeros(num_groups, device=values.device).index_add_(0, groups, values)
     counts = torch.bincount(groups, minlength=num_groups)[:num_groups].clamp_min(1)
     return sums / counts
-
-
-def sample_weights(class_weights: Tensor, groups: Tensor) -> Tensor:
-    """Per-sample weights [B] from class weights [K] summing to 1, scaled so uniform weights give 1.
-
-    >>> sample_weights(torch.tensor([0.5, 0.25, 0.25]), torch.tensor([0, 1]))
-    tensor([1.5000, 0.7500])
-    """
-    class_weights = torch.as_tensor(class_weights)
-    return class_weights.to(groups.device)[groups.long()] * len(class_weights)
-
-
-def weighted_mean(loss: Tensor, weights: Tensor) -> Tensor:
-    """Σ wᵢ·lossᵢ / Σ wᵢ over a batch; equals loss.mean() for equal weights.
-
-    >>> weighted_mean(torch.tensor([1., 3.]), torch.tensor([3., 1.]))
-    tensor(1.5000)
-    """
-    if loss.shape != weights.shape:
-        raise ValueError(f"weights: expected shape {tuple(loss.shape)} like the loss, got {tuple(weights.shape)}")
-    weights = weights.to(loss)
-    return (loss * weights).sum() / weights.sum()

@@ -78,7 +78,6 @@ class CrossEntropyScorer(Scorer):
         return torch.tensor([float(table[k]) for k in keys])
 
 
-@torch.inference_mode()
 def irreducible_losses(
     reference: nn.Module, dataset: Dataset, *, batch_size: int = 256, input_key: Any = 0, target_key: Any = 1,
     ignore_index: int = -100,

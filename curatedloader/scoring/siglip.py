@@ -78,12 +78,13 @@ class PairScores(Scores):
 
     def jest(self, k: int, n_chunks: int, temperature: float, criterion: str, generator: torch.Generator) -> Tensor:
         """JEST: every chunk a Gumbel-top-(k/n_chunks) draw from softmax(conditional score / temperature)."""
-        draw = lambda logits, m: gumbel_topk(logits, m, generator, temperature)  # noqa: E731
-        return chunked_selection(self.values(criterion), lambda new: self.pair_sums(new, criterion), k, n_chunks, draw)
+        return self._chunked(k, n_chunks, criterion, lambda logits, m: gumbel_topk(logits, m, generator, temperature))
 
     def topk(self, k: int, criterion: str, n_chunks: int = 16) -> Tensor:
         """JEST's temperature → 0 limit: every chunk the top k/n_chunks conditional scores."""
-        draw = lambda logits, m: torch.topk(logits, m).indices  # noqa: E731
+        return self._chunked(k, n_chunks, criterion, lambda logits, m: torch.topk(logits, m).indices)
+
+    def _chunked(self, k: int, n_chunks: int, criterion: str, draw: Callable[[Tensor, int], Tensor]) -> Tensor:
         return chunked_selection(self.values(criterion), lambda new: self.pair_sums(new, criterion), k, n_chunks, draw)
 
     def pair_sums(self, chosen: Tensor, criterion: str = "learnability") -> tuple[Tensor, Tensor]:
