@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from curatedloader.kernels import diffusion_learnability
-from curatedloader.kernels.diffusion import squared_error_sums
+from curatedloader.kernels.diffusion_kernel import squared_error_sums
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 

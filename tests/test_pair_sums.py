@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curatedloader.kernels import sigmoid_pair_sums
-from curatedloader.kernels.sigmoid_pair_sums import sigmoid_pair_sums_triton
+from curatedloader.kernels.sigmoid_pair_sums_kernel import sigmoid_pair_sums_triton
 
 PARAMS = dict(learner_scale=10.0, learner_bias=-4.0, reference_scale=7.0, reference_bias=-2.5)
 
@@ -86,19 +86,23 @@ def test_deterministic_and_empty_chosen():
         assert rows.shape == cols.shape == (40,) and not rows.any() and not cols.any()
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda e, c: (e[0][:, :5], *e[1:], c), "learner_txt must match learner_img"),
-    (lambda e, c: (*e[:2], e[2][:9], e[3][:9], c), "reference_img has 9 rows"),
-    (lambda e, c: (e[0].double(), *e[1:], c), "learner_img must be a"),
-    (lambda e, c: (*e, torch.tensor([0, 12])), r"chosen must hold indices in \[0, 12\)"),
-    (lambda e, c: (*e, torch.tensor([-1, 2])), r"chosen must hold indices in \[0, 12\)"),
-    (lambda e, c: (*e, torch.tensor([4, 2, 4, 4])), "distinct indices, got 2 repeated"),
-    (lambda e, c: (*e, c.int()), "chosen must be a 1-D int64"),
-    (lambda e, c: (*e, c[None]), "chosen must be a 1-D int64"),
+@pytest.mark.parametrize("change, error, match", [
+    (lambda e, c: (e[0][:, :5], *e[1:], c), ValueError, "learner_txt must match learner_img"),
+    (lambda e, c: (*e[:2], e[2][:9], e[3][:9], c), ValueError, "reference_img has 9 rows"),
+    (lambda e, c: (e[0][None], *e[1:], c), ValueError, "learner_img must be a"),
+    (lambda e, c: (*e, torch.tensor([0, 12])), ValueError, r"chosen must hold indices in \[0, 12\)"),
+    (lambda e, c: (*e, torch.tensor([-1, 2])), ValueError, r"chosen must hold indices in \[0, 12\)"),
+    (lambda e, c: (*e, torch.tensor([4, 2, 4, 4])), ValueError, "distinct indices, got 2 repeated"),
+    (lambda e, c: (*e, c[None]), ValueError, "chosen must be a 1-D int64"),
+    (lambda e, c: (e[0].double(), *e[1:], c), TypeError, "learner_img must be a"),
+    (lambda e, c: (*e[:3], e[3].tolist(), c), TypeError, "reference_txt must be a"),
+    (lambda e, c: (*e[:3], e[3].half(), c), TypeError, "reference_txt must match reference_img's dtype"),
+    (lambda e, c: (*e, c.int()), TypeError, "chosen must be a 1-D int64"),
+    (lambda e, c: (*e, [1, 5]), TypeError, "chosen must be a 1-D int64"),
 ])
-def test_bad_input(change, match):
+def test_bad_input(change, error, match):
     args = change(embeddings(12), torch.tensor([1, 5]))
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         sigmoid_pair_sums(*args, **PARAMS)
 
 
