@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import curatedloader
+
 pytest.importorskip("triton.backends.nvidia", reason="this triton build has no NVIDIA backend")
 
 from sm90_compile import cases  # noqa: E402  (beside this file; needs triton's NVIDIA backend)
@@ -19,6 +21,8 @@ from sm90_compile import cases  # noqa: E402  (beside this file; needs triton's 
 
 def test_kernels_compile_for_sm90_without_heavy_spills():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the real compiler, not numpy
+    root = str(Path(curatedloader.__file__).parents[1])  # this checkout, not an installed copy
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     run = subprocess.run([sys.executable, str(Path(__file__).with_name("sm90_compile.py"))], env=env,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
