@@ -27,37 +27,50 @@ from curatedloader.kernels.functional import (
 )
 from curatedloader.kernels.launch import Launch, run_fastest
 
-OPS = {  # op: its kernel module and its launch table's chooser, taking `interpret`, at the shapes of `case`
-    "cross_entropy": (cross_entropy_kernel, lambda i: cross_entropy_kernel.cross_entropy_launches(37, 3001, i)),
-    "diffusion": (diffusion_kernel, lambda i: diffusion_kernel.diffusion_launches(5, 3 * 7 * 9, i)),
-    "linear_cross_entropy": (linear_cross_entropy_kernel,
-                             lambda i: linear_cross_entropy_kernel.linear_cross_entropy_launches(True, i)),
-    "sigmoid_pair_sums": (sigmoid_pair_sums_kernel,
-                          lambda i: sigmoid_pair_sums_kernel.sigmoid_pair_sums_launches(True, i)),
+# tests/test_kernels_gpu.py reruns this file on a GPU with the real compiler (CURATEDLOADER_TEST_DEVICE=cuda).
+DEVICE = os.environ.get("CURATEDLOADER_TEST_DEVICE", "cpu")
+DTYPES = [torch.float32, torch.bfloat16]
+OPS = {  # op: its kernel module and its launch table's chooser (interpret, 16-bit) at the shapes of `case`
+    "cross_entropy": (cross_entropy_kernel, lambda i, _: cross_entropy_kernel.cross_entropy_launches(37, 3001, i)),
+    "diffusion": (diffusion_kernel, lambda i, _: diffusion_kernel.diffusion_launches(5, 3 * 7 * 9, i)),
+    "linear_cross_entropy": (linear_cross_entropy_kernel, lambda i, sixteen_bit:
+                             linear_cross_entropy_kernel.linear_cross_entropy_launches(sixteen_bit, i)),
+    "sigmoid_pair_sums": (sigmoid_pair_sums_kernel, lambda i, sixteen_bit:
+                          sigmoid_pair_sums_kernel.sigmoid_pair_sums_launches(sixteen_bit, i)),
 }
 
 
-def case(op):
-    """The op on small odd bf16 inputs, as a function of impl."""
+def case(op, dtype):
+    """The op on small odd inputs of ``dtype`` (one strided) on DEVICE, as a function of impl."""
     g = torch.Generator().manual_seed(0)
+
+    def to(*xs):
+        return [x.to(DEVICE, dtype) for x in xs]
+
     if op == "cross_entropy":
-        logits, target = (3 * torch.randn(37, 3001, generator=g)).bfloat16(), torch.randint(0, 3001, (37,), generator=g)
-        return lambda impl: per_sample_cross_entropy(logits, target, impl=impl)
+        logits, = to(3 * torch.randn(3001, 37, generator=g))
+        target = torch.randint(0, 3001, (37,), generator=g).to(DEVICE)
+        return lambda impl: per_sample_cross_entropy(logits.T, target, impl=impl)
     if op == "diffusion":
-        x = torch.randn(3, 5, 3, 7, 9, generator=g).bfloat16()
+        x = to(*torch.randn(3, 5, 3, 7, 9, generator=g))
         return lambda impl: diffusion_learnability(*x, impl=impl)
     if op == "linear_cross_entropy":
-        hidden, weight = torch.randn(130, 100, generator=g).bfloat16(), torch.randn(257, 100, generator=g).bfloat16()
-        target = torch.randint(0, 257, (130,), generator=g)
-        return lambda impl: linear_cross_entropy(hidden, weight, target, impl=impl)
-    emb = F.normalize(torch.randn(4, 150, 24, generator=g), dim=-1).bfloat16()
-    chosen = torch.randperm(150, generator=g)[:70]
+        hidden, weight = to(torch.randn(130, 100, generator=g), torch.randn(257, 100, generator=g) / 5)
+        target = torch.randint(0, 257, (130,), generator=g).to(DEVICE)
+        return lambda impl: linear_cross_entropy(hidden, weight.T.contiguous().T, target, impl=impl)
+    emb = to(*F.normalize(torch.randn(4, 150, 24, generator=g), dim=-1))
+    chosen = torch.randperm(150, generator=g)[:70].to(DEVICE)
     params = dict(learner_scale=10.0, learner_bias=-4.0, reference_scale=7.0, reference_bias=-2.5)
     return lambda impl: sigmoid_pair_sums(*emb, chosen, impl=impl, **params)
 
 
+def assert_matches(got, want, what):
+    for g, w in zip(got if isinstance(got, tuple) else [got], want if isinstance(want, tuple) else [want]):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4, msg=lambda m: f"{what}: {m}")
+
+
 def spy(monkeypatch, module, launches=None):
-    """Record the launches the module's launcher offers; run the first (or each of ``launches`` in turn)."""
+    """Record the launches the module's launcher offers; run the first (or the first of ``launches``)."""
     offered = []
 
     def fake_run_fastest(op, bucket, table_launches, run):
@@ -68,28 +81,42 @@ def spy(monkeypatch, module, launches=None):
     return offered
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", OPS)
-def test_launcher_runs_the_interpreter_launch_of_its_table(op, monkeypatch):
+def test_launcher_offers_the_launches_of_its_table(op, dtype, monkeypatch):
+    """The launcher takes its launches from the table; under the interpreter that is one pinned launch."""
     module, launches = OPS[op]
     offered = spy(monkeypatch, module)
-    case(op)("triton")
-    assert offered and all(list(o) == list(launches(True)) for o in offered)
-    assert len(launches(True)) == 1
+    case(op, dtype)("triton")
+    table = list(launches(launch.interpreting(), dtype != torch.float32))
+    assert offered and all(list(o) == table for o in offered)
+    assert len(table) == 1 or not launch.interpreting()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", OPS)
-def test_every_gpu_launch_matches_the_reference(op, monkeypatch):
-    """The GPU tables' launches are compiled offline (sm90 test); here each one runs, under the interpreter."""
+def test_every_gpu_launch_matches_the_reference(op, dtype, monkeypatch):
+    """The GPU tables' launches are compiled offline (sm90 test); here each one runs (under the interpreter
+    on CPU, compiled on a GPU) at odd shapes with a strided input."""
     module, launches = OPS[op]
-    run = case(op)
+    run = case(op, dtype)
     want = run("torch")
-    gpu = list(launches(False))
+    gpu = list(launches(False, dtype != torch.float32))
     assert len(gpu) > 1  # several launches for the autotuner to choose from
     for one in gpu:
         spy(monkeypatch, module, [one])
-        got = run("triton")
-        for g, w in zip(got if isinstance(got, tuple) else [got], want if isinstance(want, tuple) else [want]):
-            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4, msg=lambda m: f"{one}: {m}")
+        assert_matches(run("triton"), want, one)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="autotuning times launches on a GPU")
+@pytest.mark.parametrize("op", OPS)
+def test_autotuned_launch_matches_the_reference(op, monkeypatch):
+    monkeypatch.setattr(launch, "_FASTEST", {})
+    run = case(op, torch.bfloat16)
+    want = run("torch")
+    assert_matches(run("triton"), want, "autotuned")  # times the launches, keeps the fastest
+    assert_matches(run("triton"), want, "kept")
+    assert any(key[0] == op for key in launch._FASTEST)
 
 
 def test_run_fastest_times_each_launch_once_per_bucket(monkeypatch):
