@@ -17,7 +17,7 @@ def test_launch_tests_pass_compiled_on_the_gpu():
     root = str(Path(curatedloader.__file__).parents[1])  # this checkout, not an installed copy
     env = {**os.environ, "TRITON_INTERPRET": "0", "CURATEDLOADER_TEST_DEVICE": "cuda",
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    run = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-p", "no:cacheprovider",
                           str(Path(__file__).with_name("test_kernels_launch.py"))],
                          env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
