@@ -1,34 +1,46 @@
-"""CuratedLoader: a DataLoader that scores each super-batch of B samples and yields the b worth training on."""
+"""CuratedLoader: a DataLoader that scores each super-batch of B samples and yields the b worth training on.
+
+`CuratedLoader` holds validated configuration and the epoch counter; `iter(loader)` returns a
+`CuratedLoaderIterator`, which owns one epoch: its plan (rank, world size, length), the cursor, the row
+buffer and the timings. Data flows one way: source (`sources.py`, `shards.py`) → row buffer
+(`rows.py`) → scores and selection (`curation.py`) → the training loop.
+"""
 from __future__ import annotations
 
-import contextlib
 import numbers
 import os
-import random
 import time
-from collections import deque
+import weakref
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
+from torch.utils.data import Dataset, IterableDataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from .batch import attach, batch_len, cat_batches, get_field, index_batch
+from .batch import attach, get_field
+from .curation import Curation, Generators
+from .distributed import gather_ints, rank_world
 from .keeplist import load_keep
 from .rng import derive_seed
-from .schedules import Always, Schedule
-from .scores import Scorer, as_scores
-from .selection import JEST, uniform
+from .rows import RowBuffer
+from .sources import Epoch, IterableSource, MapSource, draw_seed
 from .stats import LoaderStats
 from .weights import sample_weights
 
-NAN_POLICIES = ("raise", "uniform")
+_CURATION = 0x41  # the word that seeds an epoch's selection from a drawn seed (seed=None)
 
 
 def resolve_super_batch_size(batch_size: int, filter_ratio: Optional[float], super_batch_size: Optional[int]) -> int:
-    """B from b and either filter_ratio (B = round(b / (1 - filter_ratio))) or super_batch_size."""
+    """B from b and either filter_ratio (B = round(b / (1 - filter_ratio))) or super_batch_size.
+
+    >>> resolve_super_batch_size(64, 0.8, None)
+    320
+    """
+    if batch_size is None:
+        raise ValueError("batch_size=None (unbatched loading) is not supported: CuratedLoader yields batches; "
+                         "use a DataLoader for unbatched samples")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if filter_ratio is not None and super_batch_size is not None:
@@ -45,139 +57,61 @@ def resolve_super_batch_size(batch_size: int, filter_ratio: Optional[float], sup
     return super_batch_size
 
 
-def _dist_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-class _WithIndex(Dataset):
-    """Map-style dataset whose items carry their index: the stable sample id. Other attributes pass
-    through to the dataset, so a worker_init_fn that sets up `get_worker_info().dataset` (opening a
-    file per worker, say) sets up the user's dataset, as with DataLoader."""
-
-    def __init__(self, dataset: Dataset):
-        object.__setattr__(self, "dataset", dataset)
-
-    def __getattr__(self, name: str):
-        if name == "dataset":  # not set yet (unpickling in a worker): no recursion
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def __setattr__(self, name: str, value) -> None:
-        setattr(self.dataset, name, value)
-
-    def __getitem__(self, i: int):
-        return i, self.dataset[i]
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitems__(self, indices: list[int]) -> list:
-        # keep the dataset's batched fetch (DataLoader calls __getitems__ when a dataset has one)
-        getitems = getattr(self.dataset, "__getitems__", None)
-        with _seeded(getattr(indices, "seed", None)):
-            items = getitems(indices) if getitems else [self.dataset[i] for i in indices]
-        return list(zip(indices, items))
-
-
-class _Chunk(list):
-    """The indices of one worker task and the seed of its samples' randomness (None: the worker's own)."""
-
-    seed: Optional[int] = None
-
-
-@contextlib.contextmanager
-def _seeded(seed: Optional[int]) -> Iterator[None]:
-    """Seed torch's CPU generator, random and numpy for the block, so that augmentations depend on
-    (seed, epoch, position) alone: the same whatever the workers, and exact after resume. In the main
-    process (num_workers=0) the training loop's RNG states are restored afterwards."""
-    if seed is None:
-        yield
-        return
-    main = torch.utils.data.get_worker_info() is None
-    if main:
-        states = torch.default_generator.get_state(), random.getstate(), np.random.get_state()
-    torch.default_generator.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    try:
-        yield
-    finally:
-        if main:
-            torch.default_generator.set_state(states[0])
-            random.setstate(states[1])
-            np.random.set_state(states[2])
-
-
-class _CollateWithIds:
-    def __init__(self, collate_fn: Callable):
-        self.collate_fn = collate_fn
-
-    def __call__(self, items):
-        # ids travel as a list: a tensor would cost a shared-memory segment per batch
-        return [i for i, _ in items], self.collate_fn([s for _, s in items])
-
-
-class _EpochChunks(Sampler):
-    """Batch sampler of the internal DataLoader: this rank's epoch order from the resume position on,
-    in chunks of B while the schedule selects and of b otherwise, so workers collate whole super-batches.
-    The order is drawn when iteration starts, so RNG calls happen in the same sequence as in a
-    DataLoader with the same sampler/generator. Chunks read ahead of a schedule change (`Early`) are
-    re-cut by the loader's row buffer, so chunk sizes affect speed only, never the batches."""
-
-    def __init__(self, loader: "CuratedLoader"):
-        self.loader = loader
-
-    def __iter__(self) -> Iterator[list[int]]:
-        loader = self.loader
-        order, i, step = loader._epoch_order(), loader._position, loader._step
-        while i < len(order):
-            size = loader.super_batch_size if loader._selecting(step) else loader.batch_size
-            chunk = _Chunk(order[i : i + size])
-            if not loader._user_generator:  # with a user generator, workers seed as in DataLoader
-                chunk.seed = derive_seed(loader.seed, loader.rank, loader._epoch, i, 4)
-            yield chunk
-            i, step = i + size, step + 1
-
-
-class _Rows:
-    """FIFO of collated pieces (ids, batch); takes exactly n rows, slicing a piece when needed."""
-
-    def __init__(self) -> None:
-        self.pieces: deque = deque()
-        self.n = 0
-
-    def put(self, ids, batch) -> None:
-        n, rows = batch_len(ids), batch_len(batch)
-        if rows != n:
-            raise ValueError(
-                f"collate_fn returned a batch of {rows or 'no'} rows for {n} samples; CuratedLoader slices "
-                "batches by row, so each leaf must be a tensor or array with the rows in dim 0, or a list of "
-                "per-row strings/numbers (a list of per-sample tuples, dicts or tensors reads as fields)"
-            )
-        if n:
-            self.pieces.append((ids, batch, n))
-            self.n += n
-
-    def take(self, n: int):
-        """(ids, batch, whole): the next n rows; `whole` when they are one piece as the workers sent it."""
-        ids, batches, whole = [], [], self.pieces[0][2] == n
-        while n > 0:
-            pid, pb, pn = self.pieces.popleft()
-            if pn > n:  # split the piece: keep its tail for the next step
-                head, tail = torch.arange(n), torch.arange(n, pn)
-                self.pieces.appendleft((index_batch(pid, tail), index_batch(pb, tail), pn - n))
-                pid, pb, pn = index_batch(pid, head), index_batch(pb, head), n
-            ids.append(pid)
-            batches.append(pb)
-            n -= pn
-            self.n -= pn
-        return cat_batches(ids), cat_batches(batches), whole
+def check_subset(subset: Any, n: int) -> Optional[list[int]]:
+    """A keep-list of dataset indices (a sequence of ints, an int array/tensor, or a keep-list file) as a list."""
+    if subset is None:
+        return None
+    if isinstance(subset, (str, os.PathLike)):
+        subset = load_keep(subset)
+    values = np.asarray(subset.cpu() if isinstance(subset, Tensor) else list(subset))
+    if values.size and not np.issubdtype(values.dtype, np.integer) or values.dtype == np.bool_ or values.ndim > 1:
+        raise TypeError(f"subset must hold integer dataset indices (a keep-list), got {values.dtype} values of "
+                        f"shape {values.shape}; for a boolean mask pass mask.nonzero()")
+    if values.size and (values.min() < 0 or values.max() >= n):
+        raise ValueError(f"subset must hold dataset indices in [0, {n}), e.g. from load_keep(); got "
+                         f"{values.min()}..{values.max()}")
+    return values.astype(np.int64).tolist()
 
 
 def _pin(batch: Any) -> Any:
     return torch.utils._pytree.tree_map(lambda t: t.pin_memory() if isinstance(t, Tensor) else t, batch)
+
+
+class _EpochView(Sampler):
+    """`loader.sampler` / `loader.batch_sampler`: what frameworks read off a DataLoader. `set_epoch`
+    reaches the loader (Lightning calls it on both), `len` is the loader's (rows or batches per epoch)."""
+
+    def __init__(self, loader: "CuratedLoader", batches: bool):
+        self._ref, self._batches = weakref.ref(loader), batches  # no cycle: a dropped loader frees its workers
+
+    @property
+    def _loader(self) -> "CuratedLoader":
+        loader = self._ref()
+        if loader is None:
+            raise ReferenceError("the CuratedLoader of this sampler view was deleted")
+        return loader
+
+    @property
+    def batch_size(self) -> int:
+        return self._loader.batch_size
+
+    @property
+    def drop_last(self) -> bool:
+        return self._loader.drop_last
+
+    @property
+    def sampler(self) -> Any:
+        return self._loader.sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self._loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        loader = self._loader
+        return len(loader) if self._batches else loader._rows(*rank_world())
+
+    def __iter__(self) -> Iterator:
+        raise TypeError("CuratedLoader plans its own batches: iterate the loader, not its sampler/batch_sampler")
 
 
 class CuratedLoader:
@@ -185,12 +119,14 @@ class CuratedLoader:
 
     Each step reads a super-batch of B = round(batch_size / (1 - filter_ratio)) samples, scores it with
     `scorer`, and yields the `batch_size` samples that `selector` picks. With `scorer=None`, or while
-    `schedule` is inactive, it is a plain DataLoader: each sample once per epoch, nothing discarded.
+    `schedule` is inactive, it is a DataLoader: the same arguments in the same order, the same batches.
     One epoch is one pass over the data, so with selection on it has about N / B steps.
 
-    `subset` restricts a map-style dataset to a keep-list of indices (or a keep-list file's path);
-    `class_weights` (a [K] tensor, e.g. the live `GroupDRO.weights`) adds per-sample weights under the
-    name "weight" (a dict key, or one more tuple element), looked up by the class in `target_key`.
+    `seed=None` (default) seeds like DataLoader (its `generator=`, else torch's global generator); an
+    int makes the order, every worker task's randomness and the selection draws depend on (seed, epoch,
+    position) alone. `subset` restricts a map-style dataset to a keep-list of indices (or a keep-list
+    file's path); `class_weights` (a [K] tensor, e.g. the live `GroupDRO.weights`) adds per-sample
+    weights under the name "weight", looked up by the class in `target_key`.
 
     >>> loader = CuratedLoader(dataset, batch_size=64, filter_ratio=0.8,
     ...                        scorer=CrossEntropyScorer(model, reference_losses=table))
@@ -201,94 +137,93 @@ class CuratedLoader:
     def __init__(
         self,
         dataset: Dataset,
-        batch_size: int = 1,
-        *,
-        filter_ratio: Optional[float] = None,
-        super_batch_size: Optional[int] = None,
-        scorer: Optional[Callable] = None,
-        selector: Optional[Callable] = None,
-        schedule: Optional[Schedule] = None,
-        seed: int = 0,
-        nan: str = "raise",
-        subset: Optional[Sequence[int] | str | os.PathLike] = None,
-        class_weights: Optional[Tensor] = None,
-        target_key: Any = 1,
+        batch_size: Optional[int] = 1,
         shuffle: Optional[bool] = None,
         sampler: Optional[Sampler] = None,
+        batch_sampler: Optional[Sampler] = None,
         num_workers: int = 0,
         collate_fn: Optional[Callable] = None,
         pin_memory: bool = False,
         drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Optional[Callable] = None,
+        multiprocessing_context: Any = None,
         generator: Optional[torch.Generator] = None,
-        **dataloader_kwargs: Any,
+        *,
+        prefetch_factor: Optional[int] = None,
+        persistent_workers: bool = False,
+        pin_memory_device: str = "",
+        in_order: bool = True,
+        filter_ratio: Optional[float] = None,
+        super_batch_size: Optional[int] = None,
+        scorer: Optional[Callable] = None,
+        selector: Optional[Callable] = None,
+        schedule: Any = None,
+        seed: Optional[int] = None,
+        nan: str = "raise",
+        subset: Optional[Sequence[int] | str | os.PathLike] = None,
+        class_weights: Optional[Tensor] = None,
+        target_key: Any = 1,
     ):
-        if "batch_sampler" in dataloader_kwargs:
-            raise ValueError("batch_sampler is not supported: CuratedLoader forms the batches; pass sampler=")
-        self.batch_size = batch_size
+        if batch_sampler is not None:
+            raise ValueError("batch_sampler is not supported: CuratedLoader forms the batches; pass sampler= "
+                             "(the order) and batch_size=")
         self.super_batch_size = resolve_super_batch_size(batch_size, filter_ratio, super_batch_size)
-        if scorer is not None and not callable(scorer):
-            raise ValueError(f"scorer must be callable on a batch, got {type(scorer).__name__}")
-        if selector is not None and not callable(selector):
-            raise ValueError(f"selector must be callable, got {type(selector).__name__}")
-        if schedule is not None and not callable(getattr(schedule, "active", None)):
-            raise ValueError(f"schedule must have an active(step) method, got {type(schedule).__name__}")
-        if nan not in NAN_POLICIES:
-            raise ValueError(f"nan must be one of {NAN_POLICIES}, got {nan!r}")
-        if not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        self.iterable = isinstance(dataset, IterableDataset)
-        if self.iterable and (shuffle or sampler is not None or subset is not None):
+        if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if class_weights is not None and (not isinstance(class_weights, Tensor) or class_weights.dim() != 1):
+            raise ValueError("class_weights must be a 1-D tensor of per-class weights (e.g. GroupDRO(...).weights)")
+        iterable = isinstance(dataset, IterableDataset)
+        if iterable and (shuffle or sampler is not None or subset is not None):
             raise ValueError("shuffle, sampler and subset need a map-style dataset; got an IterableDataset")
         if sampler is not None and shuffle:
             raise ValueError("sampler is mutually exclusive with shuffle")
-        self.dataset, self.scorer, self.seed, self.nan = dataset, scorer, seed, nan
-        self.selector: Callable = JEST() if selector is None else selector
-        self.schedule: Schedule = Always() if schedule is None else schedule
-        if isinstance(subset, (str, os.PathLike)):
-            subset = load_keep(subset)
-        self.subset = None if subset is None else [int(i) for i in subset]
-        if self.subset is not None and not all(0 <= i < len(dataset) for i in self.subset):
-            raise ValueError(f"subset must hold dataset indices in [0, {len(dataset)}), e.g. from load_keep()")
-        if class_weights is not None and (not isinstance(class_weights, Tensor) or class_weights.dim() != 1):
-            raise ValueError("class_weights must be a 1-D tensor of per-class weights (e.g. GroupDRO(...).weights)")
-        self.class_weights, self.target_key = class_weights, target_key
-        self.shuffle, self.sampler, self.drop_last = bool(shuffle), sampler, drop_last
-        self.pin_memory = pin_memory
-        self._repin = pin_memory and torch.cuda.is_available()
-        self.rank, self.world_size = _dist_rank_world()
-        # a DistributedSampler already yields this rank's share: split it again and each rank gets 1/world²
-        self._splits = self.world_size > 1 and not isinstance(sampler, DistributedSampler)
-        self.stats = LoaderStats()
+        self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
         self.collate_fn = default_collate if collate_fn is None else collate_fn
-
-        # Shuffling and worker seeds come from the user's generator if given (DataLoader semantics),
-        # else from two of ours, re-seeded from (seed, epoch) every epoch: kept apart, the order does
-        # not depend on whether the DataLoader draws a worker seed (it does not with persistent workers).
-        self._user_generator = generator is not None
-        self._order_gen = generator if generator is not None else torch.Generator()
-        self._worker_gen = generator if generator is not None else torch.Generator()
-        self._select_gen = torch.Generator().manual_seed(derive_seed(seed, self.rank, 1))
-        self._score_gen = torch.Generator().manual_seed(derive_seed(seed, self.rank, 2))
-        if isinstance(scorer, Scorer):
-            scorer.generator = self._score_gen
-        self._epoch, self._position, self._step, self._in_epoch = 0, 0, 0, False
-        self._resume = False  # load_state_dict asked to continue a saved epoch
-        self._epoch_rng_state: Optional[Tensor] = None
-
-        # a dataset with `pieces` (ShardStream) collates in its workers and resumes by seeking, not re-reading
-        self._seeks = self.iterable and hasattr(dataset, "pieces")
-        if self.iterable:
-            self._loader = DataLoader(
-                dataset, batch_size=None if self._seeks else batch_size, num_workers=num_workers,
-                collate_fn=None if self._seeks else self.collate_fn,
-                pin_memory=pin_memory, generator=self._worker_gen, **dataloader_kwargs,
+        self.seed, self.nan, self.generator, self.in_order = None if seed is None else int(seed), nan, generator, in_order
+        self.class_weights, self.target_key = class_weights, target_key
+        self.stats = LoaderStats()
+        self._curation = Curation(scorer, selector, schedule, nan, self.stats)
+        if self._curation.scorer is not None and not in_order and num_workers > 0 and not iterable:
+            raise ValueError("in_order=False: selection needs each batch's sample ids, which come in order; "
+                             "use in_order=True (the default)")
+        self.subset = None if iterable else check_subset(subset, len(dataset))
+        self._repin = pin_memory and torch.cuda.is_available()
+        kwargs = dict(num_workers=num_workers, pin_memory=pin_memory, timeout=timeout, worker_init_fn=worker_init_fn,
+                      multiprocessing_context=multiprocessing_context, prefetch_factor=prefetch_factor,
+                      persistent_workers=persistent_workers, pin_memory_device=pin_memory_device, in_order=in_order)
+        as_source = getattr(dataset, "as_source", None)  # a dataset that is its own source (shards)
+        if as_source is not None:
+            self._source = as_source(kwargs)
+        elif iterable:
+            self._source = IterableSource(
+                dataset, batch_size=batch_size, collate_fn=self.collate_fn, generator=generator,
+                dataloader_kwargs={**kwargs, "drop_last": drop_last and self._curation.scorer is None},
             )
         else:
-            self._loader = DataLoader(
-                _WithIndex(dataset), batch_sampler=_EpochChunks(self), num_workers=num_workers,
-                collate_fn=_CollateWithIds(self.collate_fn), pin_memory=pin_memory,
-                generator=self._worker_gen, **dataloader_kwargs,
+            self._source = MapSource(
+                dataset, sampler=sampler, shuffle=bool(shuffle), subset=self.subset, drop_last=drop_last,
+                generator=generator, seed=self.seed, collate_fn=self.collate_fn, dataloader_kwargs=kwargs,
             )
+        internal = self._source.loader  # DataLoader's own checks and defaults (prefetch_factor, context)
+        for name in ("num_workers", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context",
+                     "prefetch_factor", "persistent_workers", "pin_memory_device", "in_order"):
+            setattr(self, name, getattr(internal, name))
+        self.sampler = sampler if sampler is not None else _EpochView(self, batches=False)
+        self.batch_sampler = _EpochView(self, batches=True)
+        self._next_epoch, self._step = 0, 0
+        self._pending: Optional[dict] = None  # a state to resume from, from load_state_dict
+        # the latest iterator, weakly (no loader-iterator cycle: a dropped loader frees its workers at once);
+        # an iterator dropped mid-epoch leaves its state in _dropped
+        self._live_ref: Callable[[], Optional[CuratedLoaderIterator]] = lambda: None
+        self._dropped: Optional[dict] = None
+
+    @property
+    def _live(self) -> Optional["CuratedLoaderIterator"]:
+        """The latest iterator, while it lives (a weak reference: no loader-iterator cycle)."""
+        return self._live_ref()
 
     @classmethod
     def from_shards(cls, urls: Any, batch_size: int, **kwargs: Any) -> "CuratedLoader":
@@ -300,205 +235,267 @@ class CuratedLoader:
 
         return from_shards(cls, urls, batch_size, **kwargs)
 
-    # ---- epoch order (map-style) ---------------------------------------------------------------
+    # ---- curation (kept as attributes for users who read them) ---------------------------------
 
-    def _base_indices(self) -> list[int]:
-        return list(range(len(self.dataset))) if self.subset is None else self.subset
+    @property
+    def scorer(self) -> Any:
+        return self._curation.scorer
 
-    def _epoch_order(self) -> list[int]:
-        """This rank's indices for the current epoch, split across ranks like DistributedSampler."""
-        base = self._base_indices()
-        if self.sampler is not None:
-            if hasattr(self.sampler, "set_epoch"):
-                self.sampler.set_epoch(self._epoch)
-            order = [base[i] for i in self.sampler] if self.subset is not None else list(self.sampler)
-        elif self.shuffle:
-            order = [base[i] for i in torch.randperm(len(base), generator=self._order_gen).tolist()]
-        else:
-            order = base
-        if self._splits:
-            order = self._split_for_rank(order)
-        return order
+    @scorer.setter
+    def scorer(self, scorer: Any) -> None:
+        self._curation.scorer = scorer
 
-    def _split_for_rank(self, order: list[int]) -> list[int]:
-        n, w = len(order), self.world_size
-        if self.drop_last:
-            order = order[: n - n % w]
-        elif n % w:
-            pad = w - n % w
-            order = order + (order * (pad // max(n, 1) + 1))[:pad]
-        return order[self.rank :: w]
+    @property
+    def selector(self) -> Any:
+        return self._curation.selector
 
-    def _rows_per_epoch(self) -> int:
-        if self.iterable:
-            return len(self.dataset)  # TypeError for iterables without __len__, as DataLoader
-        n = len(self.sampler) if self.sampler is not None else len(self._base_indices())
-        if self._splits:
-            n = n // self.world_size if self.drop_last else -(-n // self.world_size)
-        return n
+    @property
+    def schedule(self) -> Any:
+        return self._curation.schedule
 
-    # ---- DataLoader surface --------------------------------------------------------------------
+    # ---- epochs --------------------------------------------------------------------------------
 
-    def _selecting(self, step: int) -> bool:
-        return self.scorer is not None and self.schedule.active(step)
+    def _rows(self, rank: int, world: int) -> Optional[int]:
+        return self._source.rows(rank, world)
 
-    def __len__(self) -> int:
-        """Batches in one epoch, following the schedule from the current step."""
-        rows, step, steps = self._rows_per_epoch(), self._step, 0
-        if self._in_epoch:
-            rows -= self._position
+    def epoch_length(self, rows: Optional[int], start_step: int) -> Optional[int]:
+        """Batches in an epoch of `rows` rows that starts at global step `start_step`. Exact while the
+        schedule's decisions are known ahead (`Always`, `Steps`); with one that learns from scores
+        (`Early`), an upper bound: selection is assumed to end after the epoch's first step. None for a
+        stream of unknown length."""
+        if rows is None:
+            return None
+        b, B, curation = self.batch_size, self.super_batch_size, self._curation
+        predictable, steps = curation.predictable(), 0
         while rows > 0:
-            need = self.super_batch_size if self._selecting(step) else self.batch_size
+            need = B if curation.selecting(start_step + steps) and (predictable or steps == 0) else b
             if rows < need and self.drop_last:
                 break
-            rows, step, steps = rows - min(rows, need), step + 1, steps + 1
+            rows, steps = rows - min(rows, need), steps + 1
         return steps
 
+    def __len__(self) -> int:
+        """Batches in the epoch that is running, or else in the next one: constant while it runs."""
+        if self._live is not None and not self._live.done:
+            length = self._live.length
+        else:
+            pending = self._pending["loader"] if self._pending is not None else None
+            start = pending["epoch_start_step"] if pending is not None and pending["in_epoch"] else self._step
+            length = self.epoch_length(self._rows(*rank_world()), start)
+        if length is None:
+            raise TypeError(f"{type(self.dataset).__name__} has no len(), so neither has the loader (as DataLoader)")
+        return length
+
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch (its shuffle order) that the next iteration runs, as DistributedSampler."""
-        self._epoch, self._position, self._in_epoch, self._resume = epoch, 0, False, False
+        """Choose the epoch (its order and draws) that the next `iter()` runs, as DistributedSampler.
+        Setting the epoch a loaded state was saved in keeps its position."""
+        if not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        pending = self._pending["loader"] if self._pending is not None else None
+        if pending is not None and pending["in_epoch"] and pending["epoch"] != epoch:
+            self._pending = None  # the saved position belongs to another epoch
+        self._next_epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[Any]:
-        if self._resume:  # continue the saved epoch: replay its order from the saved RNG state
-            self._order_gen.set_state(self._epoch_rng_state)
-        else:
-            if self._in_epoch:  # the last iteration was abandoned: start the next epoch, as DataLoader
-                self._epoch += 1
-            self._position = 0
-            if not self._user_generator:
-                self._order_gen.manual_seed(derive_seed(self.seed, self._epoch))
-            self._epoch_rng_state = self._order_gen.get_state()
-        if not self._user_generator:
-            self._worker_gen.manual_seed(derive_seed(self.seed, self._epoch, 3))
-        self._in_epoch, self._resume = True, False
-        if not self.iterable and self._rows_per_epoch() == 0:
-            raise ValueError(
-                f"rank {self.rank} of {self.world_size} has no data: the dataset has "
-                f"{len(self._base_indices())} samples"
-            )
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self._epoch)
-        yield from self._run_epoch()
-        self._epoch, self._position, self._in_epoch = self._epoch + 1, 0, False
-
-    def _pieces(self) -> Iterator[tuple]:
-        """(ids, batch) pieces from the internal DataLoader, from the current position on."""
-        if not self.iterable:
-            for ids, batch in self._loader:
-                yield torch.tensor(ids, dtype=torch.long), batch
-            return
-        if self._seeks:
-            yield from self.dataset.pieces(self._loader, lambda: self._position, self.stats)
-            return
-        pos, skip = 0, self._position  # generic iterables cannot seek: re-read and drop the consumed rows
-        for batch in self._loader:
-            n = batch_len(batch)
-            ids = torch.arange(pos, pos + n)
-            pos += n
-            if pos <= skip:
-                continue
-            if pos - n < skip:
-                keep = torch.arange(skip - (pos - n), n)
-                ids, batch = index_batch(ids, keep), index_batch(batch, keep)
-            yield ids, batch
-
-    def _run_epoch(self) -> Iterator[Any]:
-        rows, pieces, exhausted = _Rows(), self._pieces(), False
-        b, B, stats = self.batch_size, self.super_batch_size, self.stats
-        last = time.perf_counter()
-        while True:
-            selecting = self._selecting(self._step)
-            need = B if selecting else b
-            t0 = time.perf_counter()
-            while rows.n < need and not exhausted:
-                try:
-                    rows.put(*next(pieces))
-                except StopIteration:
-                    exhausted = True
-            stats.wait_ms += 1e3 * (time.perf_counter() - t0)
-            n = min(need, rows.n)
-            if n == 0 or (n < need and self.drop_last):
-                return
-            ids, batch, whole = rows.take(n)
-            self._position += n
-            if selecting:
-                batch = self._select(ids, batch, max(1, round(n * b / B)) if n < B else b)
-            if self.class_weights is not None:
-                batch = self._weigh(batch)
-            if self._repin and (selecting or not whole or self.class_weights is not None):
-                batch = _pin(batch)  # rows gathered or joined here lost the workers' pinning
-            stats.seen += n
-            stats.trained += batch_len(batch)
-            stats.steps += 1
-            self._step += 1
-            now = time.perf_counter()
-            stats.step_ms += 1e3 * (now - last)
-            yield batch
-            last = time.perf_counter()
-
-    def _select(self, ids, batch, k: int) -> Any:
-        n = batch_len(batch)
-        t0 = time.perf_counter()
-        with torch.inference_mode():  # plain functions too: no autograd graph over the B samples
-            out = self.scorer(batch, ids) if isinstance(self.scorer, Scorer) else self.scorer(batch)
-        scores = as_scores(out, n)
-        t1 = time.perf_counter()
-        self.stats.score_ms += 1e3 * (t1 - t0)
-        finite = scores.finite()
-        bad = int((~finite).sum())
-        # every rank updates the schedule every step (Early all-reduces), on the finite rows only
-        self.schedule.update(self._step, scores.index(torch.nonzero(finite).squeeze(1)) if bad else scores)
-        if bad:
-            self.stats.nan_scores += bad
-            if self.nan == "raise":
-                raise ValueError(
-                    f"scorer returned NaN/inf scores for {bad} of {n} samples at step {self._step}; "
-                    "pass nan='uniform' to fall back to a uniform draw for such super-batches"
-                )
-            self.stats.nan_batches += 1
-            chosen = uniform(n, k, self._select_gen)
-        else:
-            chosen = self.selector(scores, k, self._select_gen)
-        chosen = torch.sort(chosen.cpu()).values
-        sub = index_batch(batch, chosen)
-        for name, value in scores.extras.items():
-            sub = attach(sub, name, value[chosen.to(value.device)])
-        self.stats.rejected += n - k
-        self.stats.select_ms += 1e3 * (time.perf_counter() - t1)
-        return sub
-
-    def _weigh(self, batch: Any) -> Any:
-        """Attach per-sample weights from the (live) class weights, under the name "weight"."""
-        return attach(batch, "weight", sample_weights(self.class_weights, get_field(batch, self.target_key)))
+    def __iter__(self) -> "CuratedLoaderIterator":
+        return CuratedLoaderIterator(self)
 
     # ---- state ---------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """What exact resume needs: epoch, position, step, RNG states, schedule state, stats."""
-        state = {
-            "epoch": self._epoch,
-            "position": self._position,
-            "in_epoch": self._in_epoch,
-            "step": self._step,
-            "epoch_rng": self._epoch_rng_state,
-            "select_rng": self._select_gen.get_state(),
-            "score_rng": self._score_gen.get_state(),
-            "schedule": self.schedule.state_dict(),
+        """What exact resume needs, one entry per stage: the loader's epoch and step, the source's position,
+        the selection's generators and schedule, and the stats."""
+        if self._live is not None and not self._live.done:
+            return self._live.state_dict()
+        if self._dropped is not None:  # an iterator dropped mid-epoch (a `break`): where it stood
+            return self._dropped
+        if self._pending is not None:
+            return self._pending
+        rank, world = rank_world()
+        return self._state(in_epoch=False, epoch=self._next_epoch, start_step=self._step, rows=self._rows(rank, world),
+                           world=world, source={})
+
+    def _state(self, *, in_epoch: bool, epoch: int, start_step: int, rows: Optional[int], world: int, source: dict,
+               rng: Optional[dict] = None) -> dict:
+        if not self.in_order and self.num_workers > 0:
+            raise ValueError("in_order=False: batches come in completion order, which a saved position cannot "
+                             "replay; use in_order=True for state_dict()")
+        return {
+            "loader": {"epoch": epoch, "in_epoch": in_epoch, "step": self._step, "epoch_start_step": start_step,
+                       "rows": rows, "world_size": world, "batch_size": self.batch_size,
+                       "super_batch_size": self.super_batch_size, "rng": rng},
+            "source": source,
+            "curation": self._curation.state_dict(),
             "stats": self.stats.as_dict(),
         }
-        if self._seeks:
-            state["stream"] = self.dataset.state_dict(self._position)
-        return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from `state`: the next iteration yields what the saved run would have yielded next."""
-        self._epoch, self._position = state["epoch"], state["position"]
-        self._in_epoch, self._step = state["in_epoch"], state["step"]
-        self._resume = state["in_epoch"]
-        self._epoch_rng_state = state["epoch_rng"]
-        self._select_gen.set_state(state["select_rng"])
-        self._score_gen.set_state(state["score_rng"])
-        self.schedule.load_state_dict(state["schedule"])
+        """Continue from `state`: the next batches are those the saved run would have yielded next. Works
+        before `iter()` and on a live iterator (which then goes on from the state)."""
+        if not isinstance(state, dict) or not {"loader", "source", "curation", "stats"} <= state.keys():
+            raise ValueError("state must be a dict from CuratedLoader.state_dict() with keys loader, source, "
+                             f"curation, stats; got {type(state).__name__}")
+        saved = state["loader"]
+        rank, world = rank_world()
+        mine = {"batch_size": self.batch_size, "super_batch_size": self.super_batch_size, "world_size": world}
+        if self._source.exact_rows:  # shards count rows from tar headers: their state checks the shard list
+            mine["rows"] = self._rows(rank, world)
+        differ = [f"{k} (saved {saved[k]}, now {v})" for k, v in mine.items() if saved[k] != v]
+        if differ:
+            raise ValueError("state was saved with another configuration: " + ", ".join(differ)
+                             + "; resuming would repeat or skip samples")
+        self._curation.load_state_dict(state["curation"])
         self.stats.load(state["stats"])
-        if self._seeks:
-            self.dataset.load_state_dict(state["stream"])
+        self._dropped = None
+        self._next_epoch, self._step = saved["epoch"], saved["step"]
+        self._pending = state if saved["in_epoch"] else None
+        if saved["in_epoch"]:
+            self._source.load_state_dict(state["source"])
+        if self._live is not None and not self._live.done:
+            if saved["in_epoch"]:
+                self._live.restart()  # the live iterator goes on from the saved position
+            else:
+                self._live.done = True  # the saved epoch is complete: the next iter() runs the next one
+
+
+class CuratedLoaderIterator:
+    """One epoch of a CuratedLoader. Created by `iter(loader)`, it plans the epoch at once (rank and world
+    size, length, seeds) and owns the cursor, the row buffer and the timings."""
+
+    def __init__(self, loader: CuratedLoader):
+        self.loader = loader
+        self.restart()
+
+    def restart(self) -> None:
+        """Plan the epoch: the one a loaded state was saved in (going on from its position), else the next."""
+        loader, curation = self.loader, self.loader._curation
+        pending, loader._pending = loader._pending, None
+        resume = pending is not None
+        self.rank, self.world = rank_world()
+        self.epoch = pending["loader"]["epoch"] if resume else loader._next_epoch
+        self.start_step = pending["loader"]["epoch_start_step"] if resume else loader._step
+        loader._next_epoch = self.epoch + 1  # the next iter() runs the following epoch, as DataLoader
+        self.step = loader._step
+        self.rows = loader._rows(self.rank, self.world)
+        if self.rows == 0 and self.world > 1:
+            raise ValueError(f"rank {self.rank} of {self.world} has no data: the dataset has "
+                             f"{len(loader.dataset) if hasattr(loader.dataset, '__len__') else 'no'} samples")
+        self.length = loader.epoch_length(self.rows, self.start_step)
+        if self.world > 1 and not curation.predictable():
+            # the schedule all-reduces every step: ranks must agree on the epoch's plan first
+            plans = gather_ints([self.rows, self.length])
+            if any(p != plans[0] for p in plans):
+                raise ValueError(f"ranks disagree on the epoch (rows, batches) by rank: {plans}; every rank needs the "
+                                 "same dataset length (a node missing files?)")
+        seed = loader.seed
+        self.rng = None
+        if curation.scorer is not None:
+            base = seed if seed is not None else derive_seed(draw_seed(), _CURATION)
+            self.rng = Generators(base, self.rank, self.epoch)
+            if resume:
+                self.rng.load_state_dict(pending["loader"]["rng"])
+        if hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(self.epoch)
+        b, B, first = loader.batch_size, loader.super_batch_size, loader._step
+        chunk = lambda k: B if curation.selecting(first + k) else b  # noqa: E731
+        self.pieces = loader._source.start(Epoch(self.epoch, self.rank, self.world, seed, chunk,
+                                                 fixed=curation.scorer is None, resume=resume))
+        self.buffer, self.exhausted, self.done = RowBuffer(), False, False
+        self._last = time.perf_counter()
+        loader._live_ref, loader._dropped = weakref.ref(self), None
+
+    def __iter__(self) -> "CuratedLoaderIterator":
+        return self
+
+    def __len__(self) -> int:
+        return len(self.loader) if self.length is None else self.length
+
+    def __del__(self) -> None:
+        loader = self.__dict__.get("loader")
+        if loader is not None and not self.__dict__.get("done", True) and loader._live_ref() in (None, self):
+            try:
+                loader._dropped = self.state_dict()
+            except Exception:  # noqa: BLE001 - never raise from a finalizer (e.g. at interpreter exit)
+                pass
+
+    def _next_piece(self) -> Optional[tuple]:
+        """The next piece with rows (counting the errors pieces report), or None at the end of the epoch."""
+        while True:
+            try:
+                ids, batch, errors = next(self.pieces)
+            except StopIteration:
+                self.exhausted = True
+                return None
+            if errors:
+                self.loader.stats.count_errors(errors)
+            if len(ids):
+                return ids, batch
+
+    def __next__(self) -> Any:
+        if self.done:
+            raise StopIteration
+        loader, stats = self.loader, self.loader.stats
+        curation, b, B = loader._curation, loader.batch_size, loader.super_batch_size
+        selecting = curation.selecting(self.step)
+        t0 = time.perf_counter()
+        ids, batch, whole = None, None, True
+        if not selecting and loader._source.yields_batches:
+            ids, batch = self._next_whole_piece()
+        if batch is None:  # rows from the buffer: a super-batch, or a batch re-cut after a schedule change
+            need = B if selecting else b
+            while self.buffer.n < need and not self.exhausted:
+                piece = self._next_piece()
+                if piece is not None:
+                    self.buffer.put(*piece)
+            if self.buffer.n == 0 or (self.buffer.n < need and loader.drop_last):
+                self.done = True
+                raise StopIteration
+            ids, batch, whole = self.buffer.take(min(need, self.buffer.n))
+        n = len(ids)
+        stats.wait_ms += 1e3 * (time.perf_counter() - t0)
+        if selecting:
+            k = b if n == B else max(1, round(n * b / B))
+            try:
+                batch = curation.select(ids, batch, k, self.step, self.rng)
+            except BaseException:
+                self.buffer.unread(ids, batch)  # a failed step consumes nothing: retried, or saved unconsumed
+                raise
+            stats.trained += k
+        else:
+            stats.trained += n
+        self.pieces.advance(n)
+        if loader.class_weights is not None:
+            batch = attach(batch, "weight", sample_weights(loader.class_weights, get_field(batch, loader.target_key)))
+        if loader._repin and (selecting or not whole or loader.class_weights is not None):
+            batch = _pin(batch)  # rows gathered or joined here lost the workers' pinning
+        stats.seen += n
+        stats.steps += 1
+        self.step += 1
+        loader._step = self.step
+        now = time.perf_counter()
+        stats.step_ms += 1e3 * (now - self._last)
+        self._last = now
+        return batch
+
+    def _next_whole_piece(self) -> tuple[Any, Any]:
+        """Selection off and nothing buffered: the next piece as the DataLoader collated it, never sliced
+        (any collate output passes through). (None, None) when rows must come from the buffer instead."""
+        while not self.buffer.n and not self.exhausted:
+            piece = self._next_piece()
+            if piece is None:
+                break
+            ids, batch = piece
+            n, b = len(ids), self.loader.batch_size
+            if n > b:  # a super-batch read ahead of a schedule change: cut it
+                self.buffer.put(ids, batch)
+                break
+            if n < b and self.loader.drop_last:  # a stream's short last batch
+                self.pieces.advance(n)
+                continue
+            return ids, batch
+        return None, None
+
+    def state_dict(self) -> dict:
+        loader = self.loader
+        return loader._state(in_epoch=True, epoch=self.epoch, start_step=self.start_step, rows=self.rows,
+                             world=self.world, source=self.pieces.state_dict(),
+                             rng=None if self.rng is None else self.rng.state_dict())

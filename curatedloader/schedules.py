@@ -9,7 +9,11 @@ from .scores import Scores
 
 
 class Schedule:
-    """Base: always on. `update` sees each scored super-batch; state goes into the loader's state_dict."""
+    """Base: always on. `update` sees each scored super-batch; state goes into the loader's state_dict.
+    `predictable` says `active(step)` is known ahead for every step, so `len(loader)` is exact; a schedule
+    that learns from scores leaves it False and `len(loader)` is an upper bound."""
+
+    predictable = False
 
     def active(self, step: int) -> bool:
         return True
@@ -30,6 +34,8 @@ class Schedule:
 class Always(Schedule):
     """Select at every step."""
 
+    predictable = True
+
 
 class Steps(Schedule):
     """Select for steps in [start, end); `end=None` means for ever.
@@ -37,6 +43,8 @@ class Steps(Schedule):
     >>> [Steps(1, 3).active(s) for s in range(4)]
     [False, True, True, False]
     """
+
+    predictable = True
 
     def __init__(self, start: int = 0, end: Optional[int] = None):
         if start < 0 or (end is not None and end < start):
@@ -59,6 +67,10 @@ class Early(Schedule):
 
     def __init__(self) -> None:
         self.stopped_at: Optional[int] = None
+
+    @property
+    def predictable(self) -> bool:  # once stopped, known for good
+        return self.stopped_at is not None
 
     def active(self, step: int) -> bool:
         return self.stopped_at is None or step <= self.stopped_at

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from dataclasses import dataclass, field, fields, replace
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -93,6 +95,13 @@ def _take(t, idx: Tensor):
     return t
 
 
+def _check_device(tensors) -> None:
+    for t in tensors:
+        if t.device.type == "meta":
+            raise ValueError("scorer returned a tensor on the meta device (no data); expected scores on the CPU "
+                             "or the model's device")
+
+
 def as_scores(out, n: int) -> Scores:
     """Normalise a scorer's output (`Scores` or a `Tensor[n]`) and check its shape and dtype."""
     if isinstance(out, Tensor):
@@ -100,33 +109,36 @@ def as_scores(out, n: int) -> Scores:
             raise ValueError(f"scorer returned a tensor of shape {tuple(out.shape)}; expected ({n},)")
         if not out.is_floating_point():
             raise ValueError(f"scorer returned a tensor of dtype {out.dtype}; expected a float tensor")
+        _check_device([out])
         # a plain score is "higher is better": it plays the learner loss under criterion hard_learner
         return Scores(learner=out, reference=torch.zeros_like(out))
     if isinstance(out, Scores):
-        return out.check(n)
+        out.check(n)
+        _check_device(out.tensors().values())
+        return out
     raise ValueError(f"scorer must return Scores or a Tensor of shape ({n},), got {type(out).__name__}")
 
 
 class Scorer:
     """Base of the built-in scorers: `scorer(batch, ids) -> Scores`.
 
-    Subclasses implement `models()` and `score(batch, ids)`; calling the scorer runs it under
+    Subclasses implement `models()` and `score(batch, ids, generator)`; calling the scorer runs it under
     `torch.inference_mode()` with every model switched to eval mode and restored afterwards.
-    `generator` is the scorer's source of randomness (noise draws); `CuratedLoader` sets it from its
-    seed and keeps its state in `state_dict()`.
+    `generator` is the source of the scorer's randomness (noise draws) for this call: `CuratedLoader`
+    passes its own, seeded from its seed and kept in its `state_dict()`; None means torch's global one.
     """
-
-    generator: Optional[torch.Generator] = None
 
     def models(self) -> list[nn.Module]:
         return []
 
-    def score(self, batch, ids) -> Scores:
+    def score(self, batch, ids, generator: Optional[torch.Generator] = None) -> Scores:
         raise NotImplementedError
 
-    def __call__(self, batch, ids=None) -> Scores:
+    def __call__(self, batch, ids=None, generator: Optional[torch.Generator] = None) -> Scores:
         with self.eval_mode(), torch.inference_mode():
-            return self.score(batch, ids)
+            if _takes_generator(type(self).score):
+                return self.score(batch, ids, generator)
+            return self.score(batch, ids)  # a subclass written as score(batch, ids)
 
     @contextlib.contextmanager
     def eval_mode(self) -> Iterator[None]:
@@ -144,6 +156,12 @@ class Scorer:
     def device(self) -> torch.device:
         """The learner's device (the first model's): where scores are computed."""
         return next((model_device(m) for m in self.models()), torch.device("cpu"))
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_generator(score: Callable) -> bool:
+    params = inspect.signature(score).parameters
+    return "generator" in params or any(p.kind is p.VAR_POSITIONAL for p in params.values())
 
 
 def model_device(model, default: torch.device = torch.device("cpu")) -> torch.device:

@@ -20,7 +20,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass
 from itertools import count, islice
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,11 +30,14 @@ from torch.utils.data._utils.collate import default_collate
 from torch.utils.data._utils.pin_memory import pin_memory
 
 from .batch import index_batch
+from .distributed import rank_world
 from .keeplist import load_keep
-from .loader import CuratedLoader, _dist_rank_world
 from .rng import derive_seed
 from .shard_writer import main, write_shards  # noqa: F401  (curatedloader.shards.write_shards is the public name)
-from .stats import LoaderStats
+from .sources import Epoch
+
+if TYPE_CHECKING:
+    from .loader import CuratedLoader
 
 # words that keep the seeds of the shard order, resampling and sample shuffle independent
 _ORDER, _RESAMPLE, _SHUFFLE = 0x5A, 0x5B, 0x5C
@@ -217,20 +220,27 @@ class ShardStream(IterableDataset):
         self.keep = keep
         self.collate_fn = default_collate if collate_fn is None else collate_fn
         self.seed, self.drop_last, self.workers = seed, drop_last, max(1, num_workers)
-        self.rank, self.world_size = _dist_rank_world()
-        if not resampled and len(self.urls) // self.world_size < self.workers:
-            raise ValueError(
-                f"urls has {len(self.urls)} shards: too few for {self.world_size} rank(s) x {self.workers} "
-                f"worker(s), some would get none; use fewer num_workers or more shards"
-            )
-        self.epoch = 0
+        self.epoch, self.position = 0, 0
+        self._use_ranks(*rank_world())  # again when each epoch starts: the process group may come later
         self._counts: Optional[list[int]] = None
-        # what workers read this epoch: [epoch, first worker, (shard_pos, offset, done) per worker]; in shared
-        # memory so that persistent workers see it too
-        self._plan = torch.zeros(2 + 3 * self.workers, dtype=torch.long).share_memory_()
+        # what workers read this epoch: [epoch, rank, world size, first worker, (shard_pos, offset, done) per
+        # worker]; in shared memory so that persistent workers see it too
+        self._plan = torch.zeros(4 + 3 * self.workers, dtype=torch.long).share_memory_()
         self._loaded: Optional[dict] = None  # from load_state_dict, for the next pieces()
         self._state: dict = self._fresh()  # where workers resume once the consumed pieces of _log are folded in
         self._log: deque = deque()  # (start row, end row, piece info or None for "the rank's shards start again")
+
+    def _use_ranks(self, rank: int, world: int) -> None:
+        if not self.resampled and len(self.urls) // world < self.workers:
+            raise ValueError(
+                f"urls has {len(self.urls)} shards: too few for {world} rank(s) x {self.workers} "
+                f"worker(s), some would get none; use fewer num_workers or more shards"
+            )
+        self.rank, self.world_size = rank, world
+
+    def as_source(self, dataloader_kwargs: dict) -> "ShardSource":
+        """This stream as a CuratedLoader source, read by a DataLoader with `dataloader_kwargs`."""
+        return ShardSource(self, dataloader_kwargs)
 
     # ---- main process ----------------------------------------------------------------------------
 
@@ -238,44 +248,47 @@ class ShardStream(IterableDataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
+        return self.rows(*rank_world())
+
+    def rows(self, rank: int, world: int) -> int:
+        """Rows that `rank` of `world` yields per epoch, from the tar headers."""
         if self._counts is None:
             self._counts = [count_samples(u, self.keep) for u in self.urls]
         total = sum(self._counts)
-        if self.world_size == 1 and not self.resampled:
+        if world == 1 and not self.resampled:
             return total
-        return total // self.world_size if self.drop_last else -(-total // self.world_size)
+        return total // world if self.drop_last else -(-total // world)
 
-    def pieces(
-        self, loader: DataLoader, position: Callable[[], int], stats: LoaderStats
-    ) -> Iterator[tuple[list[str], Any]]:
-        """(ids, batch) pieces of this epoch from `loader` (a DataLoader over this stream), from row
-        `position()` on; `position()` tells how many rows the caller has consumed so far."""
-        start = position()
-        if start == 0:
-            state = self._fresh()
-        elif self._loaded is not None and (self._loaded["epoch"], self._loaded["position"]) == (self.epoch, start):
+    def pieces(self, loader: DataLoader, resume: bool) -> Iterator[tuple[list[str], Any, Optional[dict]]]:
+        """(ids, batch, errors) pieces of this epoch from `loader` (a DataLoader over this stream), from the
+        loaded state's position on if `resume`; `advance(n)` tells how many rows the caller consumed."""
+        if resume and self._loaded is not None and self._loaded["epoch"] == self.epoch:
             state = self._loaded
+        elif resume:
+            raise ValueError(f"no saved stream state for epoch {self.epoch}: call load_state_dict")
         else:
-            raise ValueError(f"no saved stream state for epoch {self.epoch} row {start}: call load_state_dict")
+            state = self._fresh()
         self._loaded, self._state, self._log = None, _copy(state), deque()
+        self.position = start = state.get("position", 0)
         limit = len(self) if self.world_size > 1 or self.resampled else None
         row, resumed = start, start > 0
         while True:  # more than one pass only to pad this rank to `limit` rows
-            self._plan.copy_(torch.tensor([self.epoch, state["first"], *sum(state["cursors"], [])]))
+            plan = [self.epoch, self.rank, self.world_size, state["first"], *sum(state["cursors"], [])]
+            self._plan.copy_(torch.tensor(plan))
             rows = bad = 0
             for piece in loader:
-                stats.skipped_samples += piece.skipped
-                stats.bad_shards += piece.bad_shards
                 bad += piece.bad_shards
-                for message in piece.messages:
-                    warnings.warn(message, stacklevel=2)
+                errors = {"skipped_samples": piece.skipped, "bad_shards": piece.bad_shards,
+                          "messages": piece.messages}
                 n = len(piece.ids) if limit is None else min(len(piece.ids), limit - row)
                 self._log.append((row, row + n, (piece.worker, piece.done, piece.where, piece.after)))
-                self._fold(position())
+                self._fold(self.position)
                 if n == len(piece.ids) > 0:
-                    yield piece.ids, piece.batch
+                    yield piece.ids, piece.batch, errors
                 elif n:  # the end of this rank's epoch cuts the piece
-                    yield piece.ids[:n], index_batch(piece.batch, torch.arange(n))
+                    yield piece.ids[:n], index_batch(piece.batch, torch.arange(n)), errors
+                elif piece.skipped or piece.bad_shards:
+                    yield [], None, errors
                 row, rows = row + n, rows + n
                 if limit is not None and row >= limit:
                     return
@@ -290,8 +303,14 @@ class ShardStream(IterableDataset):
             state, resumed = self._fresh(), False
             self._log.append((row, row, None))
 
-    def state_dict(self, position: int) -> dict:
-        """Where each worker resumes so that the epoch goes on at row `position`."""
+    def advance(self, n: int) -> None:
+        """The caller consumed n more rows."""
+        self.position += n
+        self._fold(self.position)
+
+    def state_dict(self) -> dict:
+        """Where each worker resumes so that the epoch goes on at the consumed position."""
+        position = self.position
         self._fold(position)
         state = {**_copy(self._state), "position": position}
         if self._log and self._log[0][0] < position:  # a piece partly consumed: its worker resumes inside it
@@ -304,7 +323,8 @@ class ShardStream(IterableDataset):
         self._loaded = state
 
     def _fresh(self) -> dict:
-        return {"epoch": self.epoch, "first": 0, "cursors": [[0, 0, 0] for _ in range(self.workers)]}
+        return {"epoch": self.epoch, "first": 0, "cursors": [[0, 0, 0] for _ in range(self.workers)],
+                "urls": len(self.urls)}
 
     def _fold(self, position: int) -> None:
         """Move the pieces consumed up to row `position` from the log into the resume state."""
@@ -323,7 +343,7 @@ class ShardStream(IterableDataset):
         """This worker's pieces: cut where its row count is a multiple of batch_size, so a resumed
         worker cuts where the first run did and the DataLoader's round-robin over workers matches."""
         info = get_worker_info()
-        epoch, first, *cursors = self._plan.tolist()
+        epoch, self.rank, self.world_size, first, *cursors = self._plan.tolist()
         worker = ((info.id if info is not None else 0) + first) % self.workers
         shard_pos, offset, done = cursors[3 * worker : 3 * worker + 3]
         errors, rows = _Errors(), []
@@ -389,8 +409,56 @@ class ShardStream(IterableDataset):
         return _Piece(worker, done, list(where), after[-1], list(ids), batch, *errors.take())
 
 
+class ShardSource:
+    """A ShardStream as a CuratedLoader source: the stream and the DataLoader that reads its pieces (each
+    worker's fragments, joined into batches of exactly batch_size rows)."""
+
+    yields_batches = exact_rows = False
+
+    def __init__(self, stream: ShardStream, dataloader_kwargs: dict):
+        self.stream = stream
+        self.loader = DataLoader(stream, batch_size=None, **dataloader_kwargs)
+
+    def rows(self, rank: int, world: int) -> int:
+        return self.stream.rows(rank, world)
+
+    def start(self, epoch: Epoch) -> "_ShardRun":
+        stream = self.stream
+        stream.set_epoch(epoch.epoch)
+        stream._use_ranks(epoch.rank, epoch.world)
+        return _ShardRun(stream, stream.pieces(self.loader, epoch.resume))
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("urls", len(self.stream.urls)) != len(self.stream.urls):
+            raise ValueError(f"state was saved over {state['urls']} shards, the urls now name "
+                             f"{len(self.stream.urls)}; resuming would repeat or skip samples")
+        self.stream.load_state_dict(state)
+
+
+class _ShardRun:
+    """One epoch of a ShardSource (the stream keeps the cursor: one live run at a time)."""
+
+    def __init__(self, stream: ShardStream, pieces: Iterator[tuple]):
+        self.stream, self.pieces = stream, pieces
+
+    def __iter__(self) -> "_ShardRun":
+        return self
+
+    def __next__(self) -> tuple:
+        return next(self.pieces)
+
+    def advance(self, n: int) -> None:
+        self.stream.advance(n)
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+
 def from_shards(
-    cls: type[CuratedLoader],
+    cls: type["CuratedLoader"],
     urls: str | Sequence[str],
     batch_size: int,
     *,
@@ -405,7 +473,7 @@ def from_shards(
     seed: int = 0,
     drop_last: bool = False,
     **kwargs: Any,
-) -> CuratedLoader:
+) -> "CuratedLoader":
     """`CuratedLoader.from_shards`: a CuratedLoader over WebDataset tar shards.
 
     `urls` is a brace pattern, a list, or a local directory of `.tar` files. Batches are dicts of the

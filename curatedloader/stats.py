@@ -1,6 +1,7 @@
 """Counts and timings of a CuratedLoader, for any logger."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 
@@ -31,6 +32,13 @@ class LoaderStats:
     @property
     def overhead(self) -> float:
         return (self.score_ms + self.select_ms) / self.step_ms if self.step_ms > 0 else 0.0
+
+    def count_errors(self, errors: dict) -> None:
+        """Add a source's error counts (skipped samples, bad shards) and warn its messages."""
+        self.skipped_samples += errors.get("skipped_samples", 0)
+        self.bad_shards += errors.get("bad_shards", 0)
+        for message in errors.get("messages", ()):
+            warnings.warn(message, stacklevel=3)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "overhead": self.overhead}

@@ -79,7 +79,7 @@ def test_iterable_dataset_selection_off_covers_stream():
 
 
 def test_a_distributed_sampler_is_not_split_again(monkeypatch):
-    monkeypatch.setattr("curatedloader.loader._dist_rank_world", lambda: (1, 2))
+    monkeypatch.setattr("curatedloader.loader.rank_world", lambda: (1, 2))
     ds = dataset(20)
     sampler = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=1, seed=3)
     loader = CuratedLoader(ds, batch_size=3, sampler=sampler)
@@ -400,11 +400,20 @@ def test_reference_losses_table_is_looked_up_by_sample_id():
     (dict(super_batch_size=2), "super_batch_size"),
     (dict(filter_ratio=0.5, super_batch_size=8), "super_batch_size"),
     (dict(nan="ignore"), "nan"),
-    (dict(scorer=3), "scorer"),
-    (dict(schedule="always"), "schedule"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, word):
     with pytest.raises(ValueError, match=word):
+        CuratedLoader(dataset(10), batch_size=4, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(scorer=3), "scorer"),
+    (dict(schedule="always"), "schedule"),
+    (dict(selector=TopK), "selector"),  # the class, not an instance
+    (dict(seed=1.5), "seed"),
+])
+def test_arguments_of_the_wrong_type_name_the_argument(kwargs, word):
+    with pytest.raises(TypeError, match=word):
         CuratedLoader(dataset(10), batch_size=4, **kwargs)
 
 
@@ -431,8 +440,10 @@ def test_scorer_returning_wrong_shape_or_dtype(out, word):
         next(iter(loader))
 
 
-def test_collate_output_without_rows_is_explained():
-    loader = CuratedLoader(dataset(6), batch_size=2, collate_fn=lambda samples: samples)  # a list of tuples
+def test_collate_output_without_rows_is_explained_when_selecting():
+    # selection slices rows: a list of per-sample tuples cannot be sliced (with selection off it passes through)
+    loader = CuratedLoader(dataset(6), batch_size=2, super_batch_size=4, scorer=score_by_value,
+                           collate_fn=lambda samples: samples)
     with pytest.raises(ValueError, match="collate_fn returned"):
         next(iter(loader))
 

@@ -253,7 +253,8 @@ def test_write_shards_and_command(tmp_path):
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_rank_stream_is_cut_or_padded_to_the_epoch_length_and_resumes(shards, monkeypatch, rank):
-    monkeypatch.setattr("curatedloader.shards._dist_rank_world", lambda: (rank, 2))
+    for module in ("shards", "loader"):  # the loader reads the rank when an epoch starts and hands it on
+        monkeypatch.setattr(f"curatedloader.{module}.rank_world", lambda: (rank, 2))
     urls, n = shards([1, 9, 2, 8, 0, 3])
     make = lambda: CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), num_workers=2, seed=rank)
     full = rows(make())

@@ -54,7 +54,7 @@ class CrossEntropyScorer(Scorer):
     def models(self) -> list[nn.Module]:
         return [m for m in (self.learner, self.reference) if isinstance(m, nn.Module)]
 
-    def score(self, batch, ids=None) -> Scores:
+    def score(self, batch, ids=None, generator=None) -> Scores:
         device = self.device
         x = to_device(get_field(batch, self.input_key), device)
         y = to_device(get_field(batch, self.target_key), device)

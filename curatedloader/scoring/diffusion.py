@@ -83,12 +83,11 @@ class DiffusionScorer(Scorer):
         self.learner, self.reference = learner, reference
         self.sigma_data, self.p_mean, self.p_std = float(sigma_data), float(p_mean), float(p_std)
         self.input_key, self.return_noise = input_key, return_noise
-        self.generator = torch.Generator().manual_seed(0)  # the loader reseeds it from its own seed
 
     def models(self) -> list[nn.Module]:
         return [m for m in (self.learner, self.reference) if isinstance(m, nn.Module)]
 
-    def score(self, batch, ids=None) -> Scores:
+    def score(self, batch, ids=None, generator: Optional[torch.Generator] = None) -> Scores:
         x = get_field(batch, self.input_key)
         if not (isinstance(x, Tensor) and x.is_floating_point() and x.dim() >= 2):
             raise ValueError(
@@ -96,7 +95,7 @@ class DiffusionScorer(Scorer):
                 f"{type(x).__name__}{tuple(x.shape) if isinstance(x, Tensor) else ''}"
             )
         x = x.to(self.device, non_blocking=True)
-        sigma, eps = sample_noise(x, self.p_mean, self.p_std, generator_on(x.device, self.generator))
+        sigma, eps = sample_noise(x, self.p_mean, self.p_std, generator_on(x.device, generator))
         noisy = add_noise(x, sigma, eps)
         pred_learner = self.learner(noisy, sigma)
         ref_device = model_device(self.reference, x.device)  # the reference may live on another device

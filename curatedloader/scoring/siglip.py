@@ -138,7 +138,7 @@ class SigLIPScorer(Scorer):
     def models(self) -> list[nn.Module]:
         return [self.learner, self.reference]
 
-    def score(self, batch, ids=None) -> PairScores:
+    def score(self, batch, ids=None, generator=None) -> PairScores:
         images, texts = get_field(batch, self.image_key), get_field(batch, self.text_key)
         device = self.device
         li, lt, ls, lb = _embed(self.learner, images, texts, device)
