@@ -24,6 +24,7 @@ from curatedloader import JEST, CuratedLoader, Scorer, Scores
 from curatedloader.bench import (
     Timing, banner, context, interleaved, measure, output_args, throughput, write_rows,
 )
+from curatedloader.bench_overhead import small_cnn
 
 
 class Images(Dataset):
@@ -65,21 +66,13 @@ def compare_throughput(args) -> dict:
             "dataloader_samples_s": dl, "curatedloader_samples_s": cl, "ratio": cl / dl}
 
 
-def cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 8 * 8, 10),
-    )
-
-
 def machinery(args) -> dict:
     B, b = 4096, 819  # filter_ratio 0.8
     steps = 4 if args.quick else 12
     data = Images(B * steps)
     loader = CuratedLoader(data, batch_size=b, super_batch_size=B, scorer=TableScorer(len(data)),
                            selector=JEST(), shuffle=True)
-    model = cnn()
+    model = small_cnn()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     step_ms = []
     for x, y in loader:

@@ -354,7 +354,7 @@ def update_document(path: str | os.PathLike) -> bool:
 
     def fill(m: re.Match) -> str:
         cols = [c.strip() for c in m["cols"].split(",")] if m["cols"] else None
-        return m[1] + report(read_rows(path.parent / m["file"]), cols) + "\n" + m[5]
+        return m[1] + report(read_rows(path.parent / m["file"]), cols) + "\n\n" + m[5]
 
     new = _MARKED.sub(fill, text)
     if new != text:

@@ -66,7 +66,7 @@ def test_update_document_regenerates_marked_tables(tmp_path):
     doc.write_text("intro\n<!-- rows: rows.jsonl columns: n, ms -->\nstale table\n<!-- end rows -->\noutro\n")
     assert bench.update_document(doc)
     text = doc.read_text()
-    assert "stale" not in text and "| n | ms |\n|---|---|\n| 1,000 | 2 |" in text
+    assert "stale" not in text and "| n | ms |\n|---|---|\n| 1,000 | 2 |\n\n<!-- end rows -->" in text
     assert text.startswith("intro\n") and text.endswith("<!-- end rows -->\noutro\n") and "extra" not in text
     assert not bench.update_document(doc)  # idempotent
 
