@@ -1,12 +1,12 @@
 """curatedloader.testing: every built-in passes the checkers, planted bad objects are caught."""
-import copy
 import doctest
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import find, given
-from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import default_collate
 
@@ -294,3 +294,12 @@ def test_loader_that_repeats_samples_is_caught():
 def test_bad_arguments(call, error):
     with pytest.raises(error):
         call()
+
+
+def test_readme_example_runs_and_prints_what_readme_shows(capsys):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Check your own selector"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    shown = re.search(r"```text\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out == shown
