@@ -151,13 +151,13 @@ def run_config(setup: Setup, b: int, B: int, selector_name: str, workers: int, d
     timings["load_b"] = load(b)
     timings["load_B"] = load(B)  # leaves a super-batch of B rows in held["batch"] for the next stages
     held["ids"] = torch.arange(B)
-    with torch.inference_mode():  # as the loader scores: no autograd graph over the B rows
+    with torch.inference_mode(), bench.peak_memory(device) as score_memory:  # as the loader scores: no graph
         timings["score"] = bench.measure(score, warmup=warmup, repeats=repeats, device=device)
     draw = lambda: held.__setitem__("idx", selector(held["scores"], b, generator))  # noqa: E731
     timings["draw"] = bench.measure(draw, warmup=warmup, repeats=repeats, device=device)
     gather = lambda: held.__setitem__("sub", index_batch(held["batch"], torch.sort(held["idx"].cpu()).values))  # noqa: E731
     timings["gather"] = bench.measure(gather, warmup=warmup, repeats=repeats)
-    with bench.peak_memory(device) as memory:
+    with bench.peak_memory(device) as train_memory:
         if setup.train_step is not None:
             timings["train"] = bench.measure(lambda: setup.train_step(held["sub"]), warmup=warmup,
                                              repeats=repeats, device=device)
@@ -170,7 +170,9 @@ def run_config(setup: Setup, b: int, B: int, selector_name: str, workers: int, d
         row.update(t.row(name))
     row.update(step_ms=selecting, plain_step_ms=plain, overhead_ms=selecting - plain,
                overhead_share=(selecting - plain) / selecting if train else None,
-               break_even=selecting / plain if train else None, **memory)
+               break_even=selecting / plain if train else None,
+               **{f"score_{k}": v for k, v in score_memory.items()},
+               **{f"train_{k}": v for k, v in train_memory.items() if setup.train_step is not None})
     return row
 
 
@@ -233,12 +235,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--device", help="cuda or cpu (default cuda when available); timings synchronise on CUDA")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per stage")
     p.add_argument("--repeats", type=int, default=10, help="timed calls per stage")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="append one row per configuration (JSON lines) here")
     p.add_argument("--plot", type=Path, help="write a PNG of the stages here")
     args = p.parse_args(argv)
     if args.factory and (args.preset or args.rows or args.classes):
         p.error("--factory and synthetic shapes (--preset, --rows, --classes) exclude each other")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     preset = PRESETS.get(args.preset, {})
     if args.factory:

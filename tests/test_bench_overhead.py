@@ -24,7 +24,7 @@ def test_tiny_synthetic_run_writes_every_field(tmp_path, capsys):
     for r in rows:
         assert STAGE_FIELDS | {"bench", "device", "date", "commit", "versions", "b", "B", "workers", "rows",
                                "step_ms", "plain_step_ms", "overhead_ms", "overhead_share", "break_even",
-                               "host_peak_mib", "setup"} <= set(r)
+                               "score_host_peak_mib", "train_host_peak_mib", "setup"} <= set(r)
         assert (r["b"], r["B"], r["rows"]) == (4, 8, 48)
         assert r["step_ms"] == pytest.approx(sum(r[f"{s}_ms"] for s in ("load_B", "score", "draw", "gather", "train")))
         assert r["plain_step_ms"] == pytest.approx(r["load_b_ms"] + r["train_ms"])
@@ -62,6 +62,7 @@ def test_factory_without_train_step(tmp_path, monkeypatch, capsys):
     (["--rows", "6", "--batch-size", "4", "--filter-ratio", "0.5"], "fewer than the super-batch"),
     (["--rows", "64", "--filter-ratio", "1.0"], "filter-ratio"),
     (["--rows", "64", "--batch-size", "8", "--super-batch-size", "4"], "super-batch-size"),
+    (["--rows", "64", "--threads", "0"], "threads"),
 ])
 def test_bad_input_names_the_argument(argv, match):
     with pytest.raises(ValueError, match=match):
