@@ -22,6 +22,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,15 +144,28 @@ def interleaved(contenders: dict[str, Callable[[], float]], repeats: int) -> dic
 # ---- memory ---------------------------------------------------------------------------------------
 
 
+def _rss() -> Optional[int]:
+    """The process's resident set now, in bytes (Linux), or None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
-def peak_memory(device: Optional[torch.device | str] = None) -> Iterator[dict[str, float]]:
-    """Fill a dict with peak memory of the block: `host_peak_mib`, the process's peak resident set
-    (getrusage: a high-water mark over the process's life, so it bounds the block's from above), and
-    on CUDA `device_peak_mib`, the peak allocated beyond what was allocated when the block began.
+def peak_memory(device: Optional[torch.device | str] = None, interval_s: float = 0.01) -> Iterator[dict[str, float]]:
+    """Fill a dict with the peak memory of the block:
+
+    - `host_extra_mib`: peak resident set above its level at entry, sampled every `interval_s` by a thread
+      (Linux; a spike shorter than the interval can be missed);
+    - `host_peak_mib`: the process's peak resident set so far (getrusage: a high-water mark over the
+      process's life, so an upper bound for the block);
+    - on CUDA, `device_peak_mib`: peak allocated beyond what was allocated when the block began.
 
     >>> with peak_memory() as mem:
-    ...     _ = bytearray(1 << 20)
-    >>> mem["host_peak_mib"] > 0
+    ...     block = bytearray(64 << 20)
+    >>> mem["host_peak_mib"] >= mem["host_extra_mib"] >= 0
     True
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -161,12 +175,26 @@ def peak_memory(device: Optional[torch.device | str] = None) -> Iterator[dict[st
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
+    start = _rss()
+    peak, stop = [start or 0], threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval_s):
+            peak[0] = max(peak[0], _rss() or 0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    if start is not None:
+        sampler.start()
     try:
         yield out
     finally:
         if cuda:
             synchronize(device)
             out["device_peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        stop.set()
+        if start is not None:
+            sampler.join()
+            out["host_extra_mib"] = (max(peak[0], _rss() or 0) - start) / 2**20
         # ru_maxrss is KiB on Linux, bytes on macOS
         scale = 1 if sys.platform == "darwin" else 1024
         out["host_peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20

@@ -1,6 +1,7 @@
 """The benchmark harness: timing, rows, output guard, tables generated into Markdown."""
 import doctest
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,13 @@ def test_results_md_tables_match_their_rows(tmp_path):
         (copy.parent / "results" / rows.name).write_text(rows.read_text())
     assert "<!-- rows: " in copy.read_text()
     assert not bench.update_document(copy), "RESULTS.md is stale: run python -m curatedloader.bench update benchmarks/RESULTS.md"
+
+
+def test_peak_memory_sees_a_block_allocation():
+    with bench.peak_memory() as mem:
+        block = bytearray(200 << 20)
+        block[:: 4096] = b"\1" * len(block[:: 4096])  # touch every page: resident, not just reserved
+        time.sleep(0.1)  # several sampling intervals
+        del block
+    assert mem["host_extra_mib"] >= 150  # freed before the block ended: only a sampled peak sees it
+    assert mem["host_peak_mib"] >= mem["host_extra_mib"]
