@@ -433,8 +433,8 @@ def check_loader(make_loader: Callable[..., Any], *, selector: Optional[Callable
     sample comes exactly once in batches of `batch_size` and `len()` counts them; with selection (and a
     schedule without state, whose decisions `len()` can foresee) `len()` counts them too, and each
     batch is a subset, without repeats, of one scored super-batch, and the super-batches and plain batches
-    hold every sample exactly once; `load_state_dict(state_dict())` taken at any step resumes to the
-    batches of the uninterrupted run; and with a `DistributedSampler`, every rank gets as many batches
+    hold every sample exactly once; `load_state_dict(state_dict())` taken at any step of two epochs resumes
+    to the batches of the uninterrupted run; and with a `DistributedSampler`, every rank gets as many batches
     (for a schedule without state: `Early` agrees across ranks through torch.distributed, not run here).
     `selector` and `schedule` (copied per loader) are those used while selecting (default JEST, Always).
 
@@ -496,19 +496,31 @@ def check_loader(make_loader: Callable[..., Any], *, selector: Optional[Callable
         if stateless and expected_len != len(whole):
             _fail("len() counts the batches", f"len() was {expected_len}, the epoch had {len(whole)}", case)
 
-        at = data.draw(st.integers(0, len(whole)), label="resume step")
+        # resume over two epochs, so that a state saved at an epoch's end resumes too
+        second = _call("iteration of a second epoch", list, case, loader)
+        epochs = [whole, second]
+        run_ = whole + second
+        at = data.draw(st.integers(0, len(run_)), label="resume step")
         first, _ = selecting(dataset, b, B, seed)
-        state = first.state_dict() if at == 0 else None
-        for step, _batch in enumerate(first, 1):
-            if step == at:
-                state = first.state_dict()
+        state, epoch = (first.state_dict(), 0) if at == 0 else (None, None)
+        step = 0
+        for e in range(2):
+            for _batch in first:
+                step += 1
+                if step == at:
+                    state, epoch = first.state_dict(), e
+                    break
+            if state is not None:
                 break
         resumed, _ = selecting(dataset, b, B, seed)
         _call("load_state_dict", resumed.load_state_dict, case, _roundtrip(state))
-        rest = _call("iteration after load_state_dict", list, case, resumed)
-        if len(rest) != len(whole) - at or not all(_same(x, y) for x, y in zip(rest, whole[at:])):
-            _fail("resume equals the uninterrupted run", f"resumed at step {at}: ids "
-                  f"{[dataset.ids(x) for x in rest]}, uninterrupted {[dataset.ids(x) for x in whole[at:]]}", case)
+        rest = []
+        for _ in range(epoch, len(epochs)):  # the rest of the saved epoch, then the later ones
+            rest += _call("iteration after load_state_dict", list, case, resumed)
+        if len(rest) != len(run_) - at or not all(_same(x, y) for x, y in zip(rest, run_[at:])):
+            _fail("resume equals the uninterrupted run", f"resumed at step {at} of two epochs of {len(whole)} and "
+                  f"{len(second)} batches: ids {[dataset.ids(x) for x in rest]}, uninterrupted "
+                  f"{[dataset.ids(x) for x in run_[at:]]}", case)
 
         if not stateless:  # ranks agree on Early's switch through an all-reduce, which needs torch.distributed
             return
