@@ -4,7 +4,8 @@ Synthetic image/text pairs share a latent concept; a fraction of the training pa
 text belongs to another sample). A reference model is trained on a small clean set; the learner trains
 on b-sample sub-batches that `CuratedLoader` picks from super-batches of B with JEST, TopK or Uniform,
 all at equal trained samples. Reported: the mismatched fraction in the super-batches and in the selected
-sub-batches, and the learner's image→text top-1 retrieval on clean held-out pairs.
+sub-batches, and the learner's image→text top-1 retrieval on clean held-out pairs. Rows (one per
+selector, and the reference) go to OUT/clip_quality.jsonl.
 
     python benchmarks/clip_quality.py            # about a minute on 2 CPU cores
     python benchmarks/clip_quality.py --seeds 1 --steps 100   # quicker
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from curatedloader import JEST, CuratedLoader, TopK, Uniform
+from curatedloader.bench import banner, context, output_args, write_rows
 from curatedloader.scoring import SigLIPScorer
 
 LATENT, IMG_DIM, TXT_DIM = 16, 32, 24
@@ -107,7 +109,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64, help="b, the sub-batch trained on")
     p.add_argument("--filter", type=float, default=0.8, help="filter ratio: B = b / (1 - filter)")
     p.add_argument("--seeds", type=int, default=3)
+    output_args(p, "clip_quality")
     args = p.parse_args()
+    print(banner())
     torch.set_num_threads(1)
     b = args.batch
     B = round(b / (1 - args.filter))
@@ -132,10 +136,16 @@ def main() -> None:
     spread = lambda t: f"{t.mean():.3f} ± {t.std():.3f}" if len(t) > 1 else f"{t.mean():.3f}"  # noqa: E731
     print("| selector | mismatched: super-batch | mismatched: selected | retrieval top-1 (i→t, 1000) | select ms/step |")
     print("|---|---|---|---|---|")
+    setup = {"b": b, "B": B, "steps": args.steps, "mismatch": args.mismatch, "seeds": args.seeds}
+    out = []
     for name, rows in results.items():
         bad, top1, ms = (torch.tensor(col) for col in zip(*rows))
         print(f"| {name} | {float(super_bad.mean()):.3f} | {spread(bad)} | {spread(top1)} | {ms.mean():.1f} |")
+        out.append({"selector": name, **setup, "mismatched_super": float(super_bad.mean()),
+                    "mismatched_selected": bad.tolist(), "top1": top1.tolist(), "select_ms": float(ms.mean())})
     print(f"| reference (trained on {len(clean)} clean pairs) | | | {spread(torch.tensor(reference_top1))} | |")
+    out.append({"selector": f"reference ({len(clean)} clean pairs)", **setup, "top1": reference_top1})
+    print("rows:", write_rows(args.out / "clip_quality.jsonl", [{**context("clip_quality"), **r} for r in out]))
 
 
 if __name__ == "__main__":

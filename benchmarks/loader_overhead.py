@@ -6,6 +6,8 @@
    score table, Gumbel-top-k draw, gathering and collating the sub-batch) in ms per step, as a
    fraction of one training step (forward + backward + optimizer) of a small CNN on the sub-batch.
 
+Rows go to OUT/loader_overhead.jsonl (`python -m curatedloader.bench report` makes the tables).
+
     python benchmarks/loader_overhead.py            # full run, a few minutes on 2 cores
     python benchmarks/loader_overhead.py --quick
 """
@@ -13,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from curatedloader import JEST, CuratedLoader, Scorer, Scores
+from curatedloader.bench import (
+    Timing, banner, context, interleaved, measure, output_args, throughput, write_rows,
+)
+from curatedloader.bench_overhead import small_cnn
 
 
 class Images(Dataset):
@@ -47,49 +52,39 @@ class TableScorer(Scorer):
         return Scores(learner=self.learner[ids], reference=self.reference[ids])
 
 
-def throughput(loader) -> float:
-    """Samples per second over one epoch, worker start-up included (as a training epoch pays it)."""
-    start, n = time.perf_counter(), 0
-    for x, _ in loader:
-        n += len(x)
-    return n / (time.perf_counter() - start)
-
-
-def compare_throughput(args) -> tuple[float, float]:
+def compare_throughput(args) -> dict:
     data = Images(args.n)
     kw = dict(batch_size=args.batch_size, num_workers=args.workers, shuffle=True)
-    runs = {"DataLoader": [], "CuratedLoader": []}
-    for r in range(args.repeats):  # interleave so that machine noise hits both alike
-        runs["DataLoader"].append(throughput(DataLoader(data, generator=torch.Generator().manual_seed(r), **kw)))
-        runs["CuratedLoader"].append(throughput(CuratedLoader(data, seed=r, **kw)))
-    return statistics.median(runs["DataLoader"]), statistics.median(runs["CuratedLoader"])
+    seeds = iter(range(10**6))
+    rows = lambda batch: len(batch[0])  # noqa: E731
+    runs = interleaved({
+        "dataloader": lambda: throughput(DataLoader(data, generator=torch.Generator().manual_seed(next(seeds)), **kw), rows),
+        "curatedloader": lambda: throughput(CuratedLoader(data, seed=next(seeds), **kw), rows),
+    }, args.repeats)
+    dl, cl = statistics.median(runs["dataloader"]), statistics.median(runs["curatedloader"])
+    return {"n": args.n, "batch_size": args.batch_size, "workers": args.workers, "repeats": args.repeats,
+            "dataloader_samples_s": dl, "curatedloader_samples_s": cl, "ratio": cl / dl}
 
 
-def cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 8 * 8, 10),
-    )
-
-
-def machinery(args) -> tuple[float, float]:
+def machinery(args) -> dict:
     B, b = 4096, 819  # filter_ratio 0.8
     steps = 4 if args.quick else 12
     data = Images(B * steps)
     loader = CuratedLoader(data, batch_size=b, super_batch_size=B, scorer=TableScorer(len(data)),
                            selector=JEST(), shuffle=True)
-    model = cnn()
+    model = small_cnn()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     step_ms = []
     for x, y in loader:
-        t = time.perf_counter()
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        step_ms.append(1e3 * (time.perf_counter() - t))
+        def step():
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        step_ms += measure(step, warmup=0, repeats=1).ms
     s = loader.stats
-    return (s.score_ms + s.select_ms) / s.steps, statistics.median(step_ms)
+    mech, train = (s.score_ms + s.select_ms) / s.steps, Timing(step_ms)
+    return {"B": B, "b": b, "steps": s.steps, "machinery_ms": mech, **train.row("train_step"),
+            "fraction": mech / train.median}
 
 
 def main() -> None:
@@ -99,19 +94,25 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=None, help="interleaved runs of each (default 5, quick 1)")
+    output_args(p, "loader_overhead")
     args = p.parse_args()
     args.n = args.n or (2000 if args.quick else 20000)
     args.repeats = args.repeats or (1 if args.quick else 5)
     torch.set_num_threads(1)
+    print(banner())
 
-    dl, cl = compare_throughput(args)
+    t = compare_throughput(args)
     print(f"selection off, {args.n} samples, batch {args.batch_size}, {args.workers} workers, "
           f"median of {args.repeats}:")
-    print(f"  DataLoader    {dl:10.0f} samples/s")
-    print(f"  CuratedLoader {cl:10.0f} samples/s   ratio {cl / dl:.3f}")
-    mech, step = machinery(args)
-    print(f"selection machinery at B=4096, b=819 (no model forwards): {mech:.2f} ms/step; "
-          f"training step of a small CNN on b=819 (CPU, 1 thread): {step:.1f} ms; fraction {mech / step:.2%}")
+    print(f"  DataLoader    {t['dataloader_samples_s']:10.0f} samples/s")
+    print(f"  CuratedLoader {t['curatedloader_samples_s']:10.0f} samples/s   ratio {t['ratio']:.3f}")
+    m = machinery(args)
+    print(f"selection machinery at B={m['B']}, b={m['b']} (no model forwards): {m['machinery_ms']:.2f} ms/step; "
+          f"training step of a small CNN on b={m['b']} (CPU, 1 thread): {m['train_step_ms']:.1f} ms; "
+          f"fraction {m['fraction']:.2%}")
+    path = write_rows(args.out / "loader_overhead.jsonl", [
+        {**context("loader_overhead/throughput"), **t}, {**context("loader_overhead/machinery"), **m}])
+    print("rows:", path)
 
 
 if __name__ == "__main__":

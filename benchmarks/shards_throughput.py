@@ -1,7 +1,8 @@
 """Samples/s of CuratedLoader.from_shards (selection off) vs a raw wds.WebLoader, side by side.
 
 Both read the same shards with the same shuffle buffer, decode, to_tuple, collate, batch size and
-workers; runs alternate so that both see the same machine load. Prints a markdown table.
+workers; runs alternate so that both see the same machine load. Prints a markdown table; rows go to
+OUT/shards_throughput.jsonl.
 
     python benchmarks/shards_throughput.py --workers 2 --batch-size 64 --shards 8 --per-shard 2000
 """
@@ -10,21 +11,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
 import numpy as np
 import webdataset as wds
 from torch.utils.data._utils.collate import default_collate
 
 from curatedloader import CuratedLoader
+from curatedloader.bench import banner, context, interleaved, output_args, throughput, write_rows
 from curatedloader.shards import write_shards
-
-
-def samples_per_s(loader) -> float:
-    t0, n = time.perf_counter(), 0
-    for x, _ in loader:
-        n += len(x)
-    return n / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -36,7 +30,9 @@ def main() -> None:
     p.add_argument("--shape", type=int, nargs="+", default=[3, 32, 32], help="uint8 array per sample (.npy)")
     p.add_argument("--shuffle-buffer", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3)
+    output_args(p, "shards_throughput")
     args = p.parse_args()
+    print(banner())
     with tempfile.TemporaryDirectory() as root:
         rng = np.random.default_rng(0)
         n = args.shards * args.per_shard
@@ -50,10 +46,9 @@ def main() -> None:
         )
         ours = CuratedLoader.from_shards(urls, b, decode="torch", to_tuple=("npy", "cls"), num_workers=w,
                                          shuffle_buffer=buf)
-        results = {"raw wds.WebLoader": [], "CuratedLoader.from_shards": []}
-        for _ in range(args.repeats):
-            for name, loader in zip(results, (raw, ours)):
-                results[name].append(samples_per_s(loader))
+        rows = lambda batch: len(batch[0])  # noqa: E731
+        results = interleaved({"raw wds.WebLoader": lambda: throughput(raw, rows),
+                               "CuratedLoader.from_shards": lambda: throughput(ours, rows)}, args.repeats)
     base = statistics.median(results["raw wds.WebLoader"])
     print(f"{n} samples of uint8 {tuple(args.shape)} + cls in {args.shards} shards, batch {b}, {w} workers, "
           f"shuffle buffer {buf}, median of {args.repeats} epochs\n")
@@ -61,6 +56,12 @@ def main() -> None:
     for name, runs in results.items():
         med = statistics.median(runs)
         print(f"| {name} | {med:,.0f} | {', '.join(f'{r:,.0f}' for r in runs)} | {med / base:.2f}x |")
+    row = {"samples": n, "shards": args.shards, "batch_size": b, "workers": w, "shuffle_buffer": buf,
+           "repeats": args.repeats, "raw_samples_s": base,
+           "from_shards_samples_s": statistics.median(results["CuratedLoader.from_shards"]),
+           "raw_runs": results["raw wds.WebLoader"], "from_shards_runs": results["CuratedLoader.from_shards"]}
+    row["ratio"] = row["from_shards_samples_s"] / base
+    print("rows:", write_rows(args.out / "shards_throughput.jsonl", [{**context("shards_throughput"), **row}]))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ inflated by other tenants of a shared one.
 
     python benchmarks/toy2d.py            # 4 seeds, about 5 minutes on 2 CPU cores
     python benchmarks/toy2d.py --quick    # 2 seeds, short training: a smoke run under a minute
+
+Rows (OUT/toy2d.jsonl) and plots (OUT/toy2d_*.png) go to `--out` (default out/, never the committed
+PNGs beside this script: after a full run, copy its plots over them on purpose).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from curatedloader import JEST, Always, CuratedLoader, Early, Uniform
+from curatedloader.bench import banner, context, figure, output_args, write_rows
 from curatedloader.scoring import DiffusionScorer
 from curatedloader.scoring.diffusion import add_noise, edm_weight, sample_noise
 
@@ -348,62 +352,65 @@ def table(out: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(out: dict, path: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(out: dict, folder: Path) -> list[Path]:
     cfg, results, target = out["cfg"], out["results"], out["target"]
     w_ag = 2.0 if 2.0 in cfg.guidance else cfg.guidance[-1]
     colors = dict(zip(METHODS, ("black", "tab:blue", "tab:red", "tab:green")))
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for (row, metric, label), (col, xkey, xlabel) in [
-        ((r, m, l), (c, x, xl))
-        for r, m, l in ((0, "loglik", "mean log-likelihood ↑"), (1, "sw", "sliced Wasserstein ↓"))
-        for c, x, xl in ((0, "trained", "trained samples"), (1, "seconds", "training CPU seconds (scoring included)"))
-    ]:
-        ax = axes[row, col]
-        for method, runs in results.items():
-            for w, style in ((1.0, "-"), (w_ag, "--")):
-                xs = np.mean([[getattr(r, xkey) for r in run["records"]] for run in runs], axis=0)
-                ys = np.array([[getattr(r, metric)[w] for r in run["records"]] for run in runs])
-                ax.plot(xs, ys.mean(0), style, color=colors[method], label=f"{method}, w={w:g}")
-                ax.fill_between(xs, ys.min(0), ys.max(0), color=colors[method], alpha=0.1)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(label)
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle("toy2d: solid no guidance, dashed autoguidance; band = min..max over seeds")
-    fig.tight_layout()
-    path.mkdir(parents=True, exist_ok=True)
-    curves = path / "toy2d_curves.png"
-    fig.savefig(curves, dpi=110)
+    curves, samples = folder / "toy2d_curves.png", folder / "toy2d_samples.png"
+    with figure(curves, 2, 2, figsize=(11, 8)) as (fig, axes):
+        for (row, metric, label), (col, xkey, xlabel) in [
+            ((r, m, l), (c, x, xl))
+            for r, m, l in ((0, "loglik", "mean log-likelihood ↑"), (1, "sw", "sliced Wasserstein ↓"))
+            for c, x, xl in ((0, "trained", "trained samples"), (1, "seconds", "training CPU seconds (scoring included)"))
+        ]:
+            ax = axes[row, col]
+            for method, runs in results.items():
+                for w, style in ((1.0, "-"), (w_ag, "--")):
+                    xs = np.mean([[getattr(r, xkey) for r in run["records"]] for run in runs], axis=0)
+                    ys = np.array([[getattr(r, metric)[w] for r in run["records"]] for run in runs])
+                    ax.plot(xs, ys.mean(0), style, color=colors[method], label=f"{method}, w={w:g}")
+                    ax.fill_between(xs, ys.min(0), ys.max(0), color=colors[method], alpha=0.1)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(label)
+        axes[0, 0].legend(fontsize=7)
+        fig.suptitle("toy2d: solid no guidance, dashed autoguidance; band = min..max over seeds")
 
     grid = torch.linspace(-1.6, 1.6, 300)
     gx, gy = torch.meshgrid(grid, grid, indexing="xy")
     logp = target.log_prob(torch.stack([gx.flatten(), gy.flatten()], 1)).reshape(300, 300)
-    fig, axes = plt.subplots(2, len(METHODS), figsize=(4 * len(METHODS), 8))
-    for j, method in enumerate(METHODS):
-        for i, w in enumerate((1.0, w_ag)):
-            ax = axes[i, j]
-            ax.contourf(gx, gy, logp.clamp_min(-8), levels=20, cmap="Greys")
-            x = results[method][0]["records"][-1].samples[w][:2000]
-            ax.scatter(x[:, 0], x[:, 1], s=1, color=colors[method])
-            ax.set_title(f"{method}, w={w:g}")
-            ax.set_xlim(-1.6, 1.6), ax.set_ylim(-1.6, 1.6), ax.set_aspect("equal"), ax.axis("off")
-    fig.tight_layout()
-    samples = path / "toy2d_samples.png"
-    fig.savefig(samples, dpi=90)
+    with figure(samples, 2, len(METHODS), figsize=(4 * len(METHODS), 8), dpi=90) as (fig, axes):
+        for j, method in enumerate(METHODS):
+            for i, w in enumerate((1.0, w_ag)):
+                ax = axes[i, j]
+                ax.contourf(gx, gy, logp.clamp_min(-8), levels=20, cmap="Greys")
+                x = results[method][0]["records"][-1].samples[w][:2000]
+                ax.scatter(x[:, 0], x[:, 1], s=1, color=colors[method])
+                ax.set_title(f"{method}, w={w:g}")
+                ax.set_xlim(-1.6, 1.6), ax.set_ylim(-1.6, 1.6), ax.set_aspect("equal"), ax.axis("off")
     return [curves, samples]
+
+
+def rows(out: dict) -> list[dict]:
+    """One row per seed, method and guidance weight: the final evaluation and the step costs."""
+    cfg = out["cfg"]
+    setup = {"steps": cfg.steps, "b": cfg.batch_size, "B": round(cfg.batch_size / (1 - cfg.filter_ratio))}
+    return [
+        {"method": method, "w": w, "seed": seed, **setup, "loglik": run["records"][-1].loglik[w],
+         "sw": run["records"][-1].sw[w], "cpu_ms_per_step": 1e3 * run["records"][-1].seconds / cfg.steps,
+         "score_select_ms_per_step": (run["stats"].score_ms + run["stats"].select_ms) / cfg.steps,
+         "switch": run["switch"]}
+        for method, runs in out["results"].items() for seed, run in enumerate(runs) for w in cfg.guidance
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 seeds, short training: a smoke run")
     parser.add_argument("--seeds", type=int, help="number of seeds (default 4, quick 2)")
-    parser.add_argument("--plots", type=Path, default=Path(__file__).parent, help="folder for the PNGs")
+    output_args(parser, "toy2d")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args()
+    print(banner())
     cfg = QUICK if args.quick else Config()
     if args.seeds is not None:
         if args.seeds < 2:
@@ -413,8 +420,9 @@ def main() -> None:
     out = run(cfg)
     print()
     print(table(out))
+    print("rows:", write_rows(args.out / "toy2d.jsonl", [{**context("toy2d"), **r} for r in rows(out)]))
     if not args.no_plots:
-        print("plots:", *plot(out, args.plots))
+        print("plots:", *plot(out, args.out))
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

@@ -1,4 +1,4 @@
-"""The `curatedloader` command: demo, shards, prune."""
+"""The `curatedloader` command: demo, shards, prune, bench."""
 from __future__ import annotations
 
 import importlib
@@ -8,6 +8,7 @@ COMMANDS = {  # name -> (module, help); each module's main(argv) parses its own 
     "demo": ("curatedloader.demo", "train on noisy digits with Uniform, TopK and JEST selection"),
     "shards": ("curatedloader.shards", "write WebDataset shards from a dataset or a folder"),
     "prune": ("curatedloader.pruning.cli", "offline coreset pruning: encode, score, dedup, keep-list"),
+    "bench": ("curatedloader.bench_overhead", "time each stage of selection on your setup: load, score, draw, gather, train"),
 }
 
 
