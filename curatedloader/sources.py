@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler, Sampler, TensorDataset
+from torch.utils.data._utils.collate import default_collate
 
 from .batch import index_batch
 from .rng import derive_seed
@@ -138,6 +139,18 @@ class _TaskSeeded(Dataset):
             return getitems(indices) if getitems else [self.dataset[i] for i in indices]
 
 
+def _columns(rows: tuple) -> list:
+    """A TensorDataset's rows gathered by a list of indices, as the list of columns default_collate makes."""
+    return list(rows)
+
+
+def _gathers(dataset: Dataset, collate_fn: Callable) -> bool:
+    """A plain TensorDataset collated by default_collate: indexed by a whole chunk at once (one gather per
+    tensor instead of a `__getitem__` per row and a stack: the same batch at a fraction of the cost; it
+    draws no randomness, so needs no task seeding)."""
+    return type(dataset) is TensorDataset and collate_fn is default_collate
+
+
 class _Chunks(Sampler):
     """Batch sampler of a MapSource's DataLoader: the order of the epoch run being started, from its
     resume position on, in the chunk sizes the epoch asks for. Each chunk's indices also go to the run's
@@ -153,17 +166,23 @@ class _Chunks(Sampler):
     def __iter__(self) -> Iterator[list[int]]:
         return self._chunks(self.source.current)  # bound now: DataLoader calls iter() when an iteration starts
 
-    def _chunks(self, run: "_MapRun") -> Iterator[list[int]]:
-        ep, order, i, k = run.epoch, run.order(), run.position, 0
+    def _chunks(self, run: "_MapRun") -> Iterator[Any]:
+        ep, i, k = run.epoch, run.position, 0
+        order = np.asarray(run.order(), dtype=np.int64)  # sliced per chunk as views, ids shared with the FIFO
+        gathers = self.source.gathers
         while i < len(order):
-            chunk = _Chunk(order[i : i + ep.chunk(k)])
-            if len(chunk) < ep.chunk(k) and ep.fixed and run.source.drop_last:
+            ids = order[i : i + ep.chunk(k)]
+            if len(ids) < ep.chunk(k) and ep.fixed and run.source.drop_last:
                 return  # the short last batch would be dropped: don't load it
-            if ep.seed is not None:
-                chunk.seed = derive_seed(ep.seed, ep.rank, ep.epoch, i, _TASK)
-            run.fifo.append(torch.tensor(chunk, dtype=torch.long))
-            yield chunk
-            i, k = i + len(chunk), k + 1
+            run.fifo.append(torch.from_numpy(ids))
+            if gathers:  # one index for the whole chunk (an int array: cheap to send to workers and to index with)
+                yield ids
+            else:
+                chunk = _Chunk(ids.tolist())
+                if ep.seed is not None:
+                    chunk.seed = derive_seed(ep.seed, ep.rank, ep.epoch, i, _TASK)
+                yield chunk
+            i, k = i + len(ids), k + 1
 
 
 _FAILED = object()
@@ -234,10 +253,13 @@ class MapSource(_RunsOf):
         # DataLoader draws its workers' base seed from this generator when an iteration starts
         self.generator = generator if generator is not None else torch.Generator() if seed is not None else None
         super().__init__()
-        self.loader = DataLoader(
-            _TaskSeeded(dataset) if seed is not None else dataset, batch_sampler=_Chunks(self),
-            collate_fn=collate_fn, generator=self.generator, **dataloader_kwargs,
-        )
+        self.gathers = _gathers(dataset, collate_fn)
+        if self.gathers:  # each chunk is one index: the dataset gathers its rows
+            chunks = dict(sampler=_Chunks(self), batch_size=None, collate_fn=_columns)
+        else:
+            chunks = dict(batch_sampler=_Chunks(self), collate_fn=collate_fn)
+            dataset = _TaskSeeded(dataset) if seed is not None else dataset
+        self.loader = DataLoader(dataset, generator=self.generator, **chunks, **dataloader_kwargs)
 
     def base(self) -> Sequence[int]:
         return range(len(self.dataset)) if self.subset is None else self.subset
