@@ -140,8 +140,9 @@ class _TaskSeeded(Dataset):
 
 
 def _columns(rows: tuple) -> list:
-    """A TensorDataset's rows gathered by a list of indices, as the list of columns default_collate makes."""
-    return list(rows)
+    """A TensorDataset's rows gathered by an index array, as the list of contiguous columns that
+    default_collate stacks."""
+    return [t.contiguous() for t in rows]
 
 
 def _gathers(dataset: Dataset, collate_fn: Callable) -> bool:
