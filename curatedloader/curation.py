@@ -87,7 +87,7 @@ class Curation:
 
     >>> c = Curation(lambda batch: batch[0], TopK(), None, "raise", LoaderStats())
     >>> c.select(torch.arange(4), (torch.tensor([3., 9., 1., 5.]),), 2, step=0, rng=Generators(0, 0, 0))
-    (tensor([9., 5.]),)
+    ((tensor([9., 5.]),), tensor([1, 3]))
     """
 
     def __init__(self, scorer: Any, selector: Any, schedule: Any, nan: str, stats: LoaderStats):
@@ -119,8 +119,9 @@ class Curation:
         """Whether `selecting(step)` is known ahead for every step (no schedule that learns from scores)."""
         return self.scorer is None or bool(getattr(self.schedule, "predictable", False))
 
-    def select(self, ids: Any, batch: Any, k: int, step: int, rng: "Generators") -> Any:
-        """The k rows of `batch` (n rows) that the selector draws on the scorer's scores."""
+    def select(self, ids: Any, batch: Any, k: int, step: int, rng: "Generators") -> tuple[Any, Tensor]:
+        """The k rows of `batch` (n rows) that the selector draws on the scorer's scores, and their
+        positions in the super-batch (sorted)."""
         n, stats = len(ids), self.stats
         t0 = time.perf_counter()
         scores = as_scores(self._call(batch, ids, rng.score), n)
@@ -148,7 +149,7 @@ class Curation:
             sub = attach(sub, name, value[chosen.to(value.device)])
         stats.rejected += n - k
         stats.select_ms += 1e3 * (time.perf_counter() - t1)
-        return sub
+        return sub, chosen
 
     def state_dict(self) -> dict:
         return {"schedule": self.schedule.state_dict()}

@@ -22,6 +22,7 @@ from torch.utils.data._utils.collate import default_collate
 from .batch import attach, get_field
 from .curation import Curation, Generators
 from .distributed import gather_ints, rank_world
+from .history import LossHistory
 from .keeplist import load_keep
 from .rng import derive_seed
 from .rows import RowBuffer
@@ -126,7 +127,9 @@ class CuratedLoader:
     int makes the order, every worker task's randomness and the selection draws depend on (seed, epoch,
     position) alone. `subset` restricts a map-style dataset to a keep-list of indices (or a keep-list
     file's path); `class_weights` (a [K] tensor, e.g. the live `GroupDRO.weights`) adds per-sample
-    weights under the name "weight", looked up by the class in `target_key`.
+    weights under the name "weight", looked up by the class in `target_key`. `history` (a `LossHistory`,
+    map-style data) leaves well-learned samples out of each epoch before loading them, from the losses the
+    training loop reports with `loader.record(losses)`, and adds their unbiasing weights as "weight".
 
     >>> loader = CuratedLoader(dataset, batch_size=64, filter_ratio=0.8,
     ...                        scorer=CrossEntropyScorer(model, reference_losses=table))
@@ -164,6 +167,7 @@ class CuratedLoader:
         subset: Optional[Sequence[int] | str | os.PathLike] = None,
         class_weights: Optional[Tensor] = None,
         target_key: Any = 1,
+        history: Optional[LossHistory] = None,
     ):
         if batch_sampler is not None:
             raise ValueError("batch_sampler is not supported: CuratedLoader forms the batches; pass sampler= "
@@ -184,6 +188,15 @@ class CuratedLoader:
         self.collate_fn = default_collate if collate_fn is None else collate_fn
         self.seed, self.nan, self.generator, self.in_order = None if seed is None else int(seed), nan, generator, in_order
         self.class_weights, self.target_key = class_weights, target_key
+        if history is not None:
+            if not isinstance(history, LossHistory):
+                raise TypeError(f"history must be a LossHistory, e.g. LossHistory(prune=0.5, epochs=E); got "
+                                f"{type(history).__name__}")
+            if iterable or sampler is not None:
+                raise ValueError("history needs a map-style dataset ordered by the loader (shuffle or not), without "
+                                 "a sampler: it filters the epoch's indices before loading them")
+        self.history = history
+        self.ids: Optional[Tensor] = None  # the dataset indices of the batch yielded last
         self.stats = LoaderStats()
         self._curation = Curation(scorer, selector, schedule, nan, self.stats)
         if self._curation.scorer is not None and not in_order and num_workers > 0 and not iterable:
@@ -207,6 +220,7 @@ class CuratedLoader:
                 dataset, sampler=sampler, shuffle=bool(shuffle), subset=self.subset, drop_last=drop_last,
                 generator=generator, seed=self.seed, collate_fn=self.collate_fn, dataloader_kwargs=kwargs,
             )
+        self._source.history = history
         internal = self._source.loader  # DataLoader's own checks and defaults (prefetch_factor, context)
         for name in ("num_workers", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context",
                      "prefetch_factor", "persistent_workers", "pin_memory_device", "in_order"):
@@ -258,6 +272,21 @@ class CuratedLoader:
     def _rows(self, rank: int, world: int) -> Optional[int]:
         return self._source.rows(rank, world)
 
+    def _plan(self, epoch: int) -> None:
+        """Draw (or keep) the history's plan for `epoch`: it decides which rows the epoch loads."""
+        if self.history is not None:
+            self.history.plan(epoch, len(self.dataset))
+
+    def record(self, losses: Tensor, ids: Optional[Tensor] = None) -> None:
+        """Report per-sample training losses to the `history` (`ids`: the dataset indices, by default
+        those of the batch yielded last, `loader.ids`)."""
+        if self.history is None:
+            raise ValueError("record() needs a history: CuratedLoader(..., history=LossHistory(...))")
+        ids = self.ids if ids is None else ids
+        if ids is None:
+            raise ValueError("record() without ids needs a batch yielded first (loader.ids holds its indices)")
+        self.history.record(ids, losses)
+
     def epoch_length(self, rows: Optional[int], start_step: int) -> Optional[int]:
         """Batches in an epoch of `rows` rows that starts at global step `start_step`. Exact while the
         schedule's decisions are known ahead (`Always`, `Steps`); with one that learns from scores
@@ -280,7 +309,9 @@ class CuratedLoader:
             length = self._live.length
         else:
             pending = self._pending["loader"] if self._pending is not None else None
-            start = pending["epoch_start_step"] if pending is not None and pending["in_epoch"] else self._step
+            in_epoch = pending is not None and pending["in_epoch"]
+            start = pending["epoch_start_step"] if in_epoch else self._step
+            self._plan(pending["epoch"] if in_epoch else self._next_epoch)
             length = self.epoch_length(self._rows(*rank_world()), start)
         if length is None:
             raise TypeError(f"{type(self.dataset).__name__} has no len(), so neither has the loader (as DataLoader)")
@@ -319,7 +350,7 @@ class CuratedLoader:
         if not self.in_order and self.num_workers > 0:
             raise ValueError("in_order=False: batches come in completion order, which a saved position cannot "
                              "replay; use in_order=True for state_dict()")
-        return {
+        state = {
             "loader": {"epoch": epoch, "in_epoch": in_epoch, "step": self._step, "epoch_start_step": start_step,
                        "rows": rows, "world_size": world, "batch_size": self.batch_size,
                        "super_batch_size": self.super_batch_size, "rng": rng},
@@ -327,6 +358,9 @@ class CuratedLoader:
             "curation": self._curation.state_dict(),
             "stats": self.stats.as_dict(),
         }
+        if self.history is not None:
+            state["history"] = self.history.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state`: the next batches are those the saved run would have yielded next. Works
@@ -335,6 +369,11 @@ class CuratedLoader:
             raise ValueError("state must be a dict from CuratedLoader.state_dict() with keys loader, source, "
                              f"curation, stats; got {type(state).__name__}")
         saved = state["loader"]
+        if (self.history is not None) != ("history" in state):
+            raise ValueError("state was saved " + ("without" if self.history is not None else "with")
+                             + " a history; resume with the same history= setting")
+        if self.history is not None:  # first: its saved plan sets the epoch's rows
+            self.history.load_state_dict(state["history"])
         rank, world = rank_world()
         mine = {"batch_size": self.batch_size, "super_batch_size": self.super_batch_size, "world_size": world}
         if self._source.exact_rows:  # shards count rows from tar headers: their state checks the shard list
@@ -375,6 +414,7 @@ class CuratedLoaderIterator:
         self.start_step = pending["loader"]["epoch_start_step"] if resume else loader._step
         loader._next_epoch = self.epoch + 1  # the next iter() runs the following epoch, as DataLoader
         self.step = loader._step
+        loader._plan(self.epoch)
         self.rows = loader._rows(self.rank, self.world)
         if self.rows == 0 and self.world > 1:
             raise ValueError(f"rank {self.rank} of {self.world} has no data: the dataset has "
@@ -455,17 +495,20 @@ class CuratedLoaderIterator:
         if selecting:
             k = b if n == B else max(1, round(n * b / B))
             try:
-                batch = curation.select(ids, batch, k, self.step, self.rng)
+                batch, chosen = curation.select(ids, batch, k, self.step, self.rng)
             except BaseException:
                 self.buffer.unread(ids, batch)  # a failed step consumes nothing: retried, or saved unconsumed
                 raise
             stats.trained += k
+            ids = ids[chosen]
         else:
             stats.trained += n
         self.pieces.advance(n)
-        if loader.class_weights is not None:
-            batch = attach(batch, "weight", sample_weights(loader.class_weights, get_field(batch, loader.target_key)))
-        if loader._repin and (selecting or not whole or loader.class_weights is not None):
+        loader.ids = ids
+        weighted = loader.class_weights is not None or loader.history is not None
+        if weighted:
+            batch = attach(batch, "weight", self._weights(ids, batch))
+        if loader._repin and (selecting or not whole or weighted):
             batch = _pin(batch)  # rows gathered or joined here lost the workers' pinning
         stats.seen += n
         stats.steps += 1
@@ -475,6 +518,16 @@ class CuratedLoaderIterator:
         stats.step_ms += 1e3 * (now - self._last)
         self._last = now
         return batch
+
+    def _weights(self, ids: Tensor, batch: Any) -> Tensor:
+        """Per-sample loss weights: the class weights', the history's, or their product."""
+        loader, weight = self.loader, None
+        if loader.class_weights is not None:
+            weight = sample_weights(loader.class_weights, get_field(batch, loader.target_key))
+        if loader.history is not None:
+            unbias = loader.history.weights(ids)
+            weight = unbias if weight is None else weight * unbias.to(weight.device)
+        return weight
 
     def _next_whole_piece(self) -> tuple[Any, Any]:
         """Selection off and nothing buffered: the next piece as the DataLoader collated it, never sliced

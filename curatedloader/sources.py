@@ -245,6 +245,7 @@ class MapSource(_RunsOf):
     """
 
     yields_batches = exact_rows = True
+    history = None  # a LossHistory whose current plan filters the epoch's indices before loading
 
     def __init__(self, dataset: Dataset, *, sampler: Optional[Sampler], shuffle: bool,
                  subset: Optional[Sequence[int]], drop_last: bool, generator: Optional[torch.Generator],
@@ -263,7 +264,8 @@ class MapSource(_RunsOf):
         self.loader = DataLoader(dataset, generator=self.generator, **chunks, **dataloader_kwargs)
 
     def base(self) -> Sequence[int]:
-        return range(len(self.dataset)) if self.subset is None else self.subset
+        base = range(len(self.dataset)) if self.subset is None else self.subset
+        return base if self.history is None else self.history.kept(base)
 
     def splits(self, world: int) -> bool:
         # a DistributedSampler already yields this rank's share: split it again and each rank gets 1/world²
@@ -403,6 +405,7 @@ class IterableSource(_RunsOf):
     """
 
     yields_batches = exact_rows = True
+    history = None  # a LossHistory whose current plan filters the epoch's indices before loading
 
     def __init__(self, dataset: IterableDataset, *, batch_size: int, collate_fn: Callable,
                  generator: Optional[torch.Generator], dataloader_kwargs: dict):
