@@ -5,6 +5,10 @@ epoch, of the samples whose latest loss is below the mean (well learned), a rand
 left out of the epoch's order, so they are never loaded. The kept well-learned samples get the weight
 1 / (1 - prune), which keeps the expected gradient that of the full data (InfoBatch, Qin et al., ICLR
 2024); every other sample weighs 1. The last `anneal` fraction of `epochs` runs on the full data.
+
+With `reference` (a table of reference losses by index, e.g. `irreducible_losses`), the score is the
+learnability, loss − reference loss (RHO-LOSS without a scoring forward): samples that are learned or
+not learnable (noisy labels) are pruned. `rescale=False` then trains on the kept ones as they are.
 """
 from __future__ import annotations
 
@@ -49,7 +53,8 @@ class LossHistory:
                 (losses * weight).mean().backward()
     """
 
-    def __init__(self, prune: float = 0.5, epochs: Optional[int] = None, anneal: float = 0.125, seed: int = 0):
+    def __init__(self, prune: float = 0.5, epochs: Optional[int] = None, anneal: float = 0.125, seed: int = 0,
+                 reference: Optional[Tensor] = None, rescale: bool = True):
         if not isinstance(prune, numbers.Real) or not 0.0 <= prune < 1.0:
             raise ValueError(f"prune must be a fraction in [0, 1), got {prune!r}")
         if epochs is not None and (not isinstance(epochs, numbers.Integral) or epochs < 1):
@@ -58,7 +63,10 @@ class LossHistory:
             raise ValueError(f"anneal must be a fraction of epochs in [0, 1], got {anneal!r}")
         if not isinstance(seed, numbers.Integral):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        if reference is not None and (not isinstance(reference, Tensor) or reference.dim() != 1):
+            raise TypeError("reference must be a 1-D tensor of reference losses by dataset index")
         self.prune, self.epochs, self.anneal, self.seed = float(prune), epochs, float(anneal), int(seed)
+        self.reference, self.rescale = reference, bool(rescale)
         self.losses: Optional[Tensor] = None  # latest loss per index; NaN: never recorded
         self.current: Optional[Plan] = None
 
@@ -93,13 +101,18 @@ class LossHistory:
             return self.current
         keep, weight = torch.ones(n, dtype=torch.bool), torch.ones(n)
         losses = self._table(n)[:n]
+        if self.reference is not None:
+            if len(self.reference) < n:
+                raise ValueError(f"reference holds {len(self.reference)} losses; the dataset has {n} samples")
+            losses = losses - self.reference[:n].float().cpu()  # learnability
         seen = ~torch.isnan(losses)
         if self.prune > 0 and seen.any() and not self.annealing(epoch):
             learned = seen & (losses < losses[seen].mean())
             g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, _PRUNE))
             dropped = learned & (torch.rand(n, generator=g) < self.prune)
             keep &= ~dropped
-            weight[learned & ~dropped] = 1.0 / (1.0 - self.prune)
+            if self.rescale:
+                weight[learned & ~dropped] = 1.0 / (1.0 - self.prune)
         self.current = Plan(epoch, keep, weight)
         return self.current
 

@@ -51,6 +51,16 @@ def test_unseen_samples_are_kept_and_well_learned_ones_pruned_at_the_rate():
     assert abs((plan.weight * plan.keep)[learned].sum().item() / learned.sum().item() - 1) < 0.03
 
 
+def test_learnability_prunes_unlearnable_samples_without_rescaling():
+    losses = torch.tensor([3.0, 3.0, 0.1, 2.0] * 500)
+    reference = torch.tensor([2.9, 0.1, 0.0, 2.0] * 500)  # learnability 0.1, 2.9, 0.1, 0.0
+    h = LossHistory(prune=1 - 1e-9, reference=reference, rescale=False)
+    h.record(torch.arange(2000), losses)
+    plan = h.plan(1, 2000)
+    assert plan.keep.view(500, 4).all(0).tolist() == [False, True, False, False]
+    assert bool((plan.weight == 1).all())
+
+
 def test_pruned_samples_are_never_loaded():
     data = Logged(200)
     loader = CuratedLoader(data, batch_size=16, shuffle=True, seed=1, history=LossHistory(prune=0.5))
