@@ -2,6 +2,7 @@
 draw the sub-batch. It owns the scorer, selector, schedule, NaN policy and their random generators."""
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable, Optional
 
@@ -90,8 +91,15 @@ class Curation:
     ((tensor([9., 5.]),), tensor([1, 3]))
     """
 
-    def __init__(self, scorer: Any, selector: Any, schedule: Any, nan: str, stats: LoaderStats):
+    def __init__(self, scorer: Any, selector: Any, schedule: Any, nan: str, stats: LoaderStats,
+                 score_transform: Optional[Callable[[Any], Any]] = None, score_autocast: Optional[torch.dtype] = None):
         self.scorer = scorer
+        if score_transform is not None and not callable(score_transform):
+            raise TypeError(f"score_transform must be callable (batch -> the view to score), got "
+                            f"{type(score_transform).__name__}")
+        if score_autocast is not None and not isinstance(score_autocast, torch.dtype):
+            raise TypeError(f"score_autocast must be a torch.dtype such as torch.bfloat16, got {score_autocast!r}")
+        self.score_transform, self.score_autocast = score_transform, score_autocast
         if selector is not None:
             check_component(selector, "selector", "JEST(), TopK() or Uniform()")
         if schedule is not None:
@@ -124,7 +132,9 @@ class Curation:
         positions in the super-batch (sorted)."""
         n, stats = len(ids), self.stats
         t0 = time.perf_counter()
-        scores = as_scores(self._call(batch, ids, rng.score), n)
+        view = batch if self.score_transform is None else self.score_transform(batch)
+        with self._autocast():
+            scores = as_scores(self._call(view, ids, rng.score), n)
         _synchronize(scores)
         t1 = time.perf_counter()
         stats.score_ms += 1e3 * (t1 - t0)
@@ -150,6 +160,13 @@ class Curation:
         stats.rejected += n - k
         stats.select_ms += 1e3 * (time.perf_counter() - t1)
         return sub, chosen
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast on the scorer's device (a `Scorer`'s learner device, else the CPU) when asked for."""
+        if self.score_autocast is None:
+            return contextlib.nullcontext()
+        device = self.scorer.device if isinstance(self.scorer, Scorer) else torch.device("cpu")
+        return torch.autocast(device.type, dtype=self.score_autocast)
 
     def state_dict(self) -> dict:
         return {"schedule": self.schedule.state_dict()}

@@ -130,6 +130,9 @@ class CuratedLoader:
     weights under the name "weight", looked up by the class in `target_key`. `history` (a `LossHistory`,
     map-style data) leaves well-learned samples out of each epoch before loading them, from the losses the
     training loop reports with `loader.record(losses)`, and adds their unbiasing weights as "weight".
+    Cheaper scoring: `score_transform(batch)` gives the view of a super-batch that the scorer sees (lower
+    resolution, a token prefix; the selected rows come from the full batch), `score_autocast` a dtype to
+    score under autocast (torch.bfloat16 on a GPU).
 
     >>> loader = CuratedLoader(dataset, batch_size=64, filter_ratio=0.8,
     ...                        scorer=CrossEntropyScorer(model, reference_losses=table))
@@ -168,6 +171,8 @@ class CuratedLoader:
         class_weights: Optional[Tensor] = None,
         target_key: Any = 1,
         history: Optional[LossHistory] = None,
+        score_transform: Optional[Callable[[Any], Any]] = None,
+        score_autocast: Optional[torch.dtype] = None,
     ):
         if batch_sampler is not None:
             raise ValueError("batch_sampler is not supported: CuratedLoader forms the batches; pass sampler= "
@@ -198,7 +203,7 @@ class CuratedLoader:
         self.history = history
         self.ids: Optional[Tensor] = None  # the dataset indices of the batch yielded last
         self.stats = LoaderStats()
-        self._curation = Curation(scorer, selector, schedule, nan, self.stats)
+        self._curation = Curation(scorer, selector, schedule, nan, self.stats, score_transform, score_autocast)
         if self._curation.scorer is not None and not in_order and num_workers > 0 and not iterable:
             raise ValueError("in_order=False: selection needs each batch's sample ids, which come in order; "
                              "use in_order=True (the default)")
