@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from .batch import attach, get_field
+from .batch import attach, get_field, index_batch
 from .curation import Curation, Generators
 from .distributed import gather_ints, rank_world
 from .history import LossHistory
@@ -505,7 +505,7 @@ class CuratedLoaderIterator:
                 self.buffer.unread(ids, batch)  # a failed step consumes nothing: retried, or saved unconsumed
                 raise
             stats.trained += k
-            ids = ids[chosen]
+            ids = index_batch(ids, chosen)  # a tensor of indices, or a list of shard sample ids
         else:
             stats.trained += n
         self.pieces.advance(n)
