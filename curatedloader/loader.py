@@ -295,6 +295,12 @@ class CuratedLoader:
         if pending is not None and pending["in_epoch"] and pending["epoch"] != epoch:
             self._pending = None  # the saved position belongs to another epoch
         self._next_epoch = int(epoch)
+        live = self._live
+        if live is not None and not live.done and not live.started and live.epoch != epoch:
+            # DataLoader iterates its sampler at the first batch, so set_epoch between iter() and the first
+            # batch chooses that iterator's epoch: Lightning calls iter() first (twice: once to check the
+            # loader is iterable), then set_epoch
+            live.restart()
 
     def __iter__(self) -> "CuratedLoaderIterator":
         return CuratedLoaderIterator(self)
@@ -400,6 +406,7 @@ class CuratedLoaderIterator:
         self.pieces = loader._source.start(Epoch(self.epoch, self.rank, self.world, seed, chunk,
                                                  fixed=curation.scorer is None, resume=resume))
         self.buffer, self.exhausted, self.done = RowBuffer(), False, False
+        self.started = False  # no batch asked for yet: set_epoch may still re-plan the epoch
         self._last = time.perf_counter()
         loader._live_ref, loader._dropped = weakref.ref(self), None
 
@@ -433,6 +440,7 @@ class CuratedLoaderIterator:
     def __next__(self) -> Any:
         if self.done:
             raise StopIteration
+        self.started = True
         loader, stats = self.loader, self.loader.stats
         curation, b, B = loader._curation, loader.batch_size, loader.super_batch_size
         selecting = curation.selecting(self.step)

@@ -310,6 +310,25 @@ def test_set_epoch_to_the_saved_epoch_keeps_the_position():
     assert head + rows(resumed) == full[len(full) // 2:]
 
 
+def test_set_epoch_between_iter_and_the_first_batch_chooses_that_iterators_epoch():
+    # DataLoader iterates its sampler at the first batch; Lightning calls iter() (twice: once to check the
+    # loader is iterable, dropping that iterator), then set_epoch, then next()
+    for selecting in (dict(), dict(super_batch_size=6, scorer=by_value)):
+        def loader():
+            return CuratedLoader(dataset(40), batch_size=3, shuffle=True, seed=2, **selecting)
+
+        reference = loader()
+        epochs = [rows(reference), rows(reference)]
+        lit = loader()
+        got = []
+        for epoch in range(2):
+            iter(lit)
+            it = iter(lit)
+            lit.set_epoch(epoch)
+            got.append([b[1].tolist() for b in it])
+        assert got == epochs
+
+
 def test_load_state_dict_after_iter_repositions_the_live_iterator():
     run = make()
     it = iter(run)
