@@ -21,7 +21,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from .batch import attach, get_field
 from .curation import Curation, Generators
-from .distributed import gather_ints, rank_world
+from .distributed import gather_ints, gather_objects, rank_world
 from .keeplist import load_keep
 from .rng import derive_seed
 from .rows import RowBuffer
@@ -111,7 +111,9 @@ class _EpochView(Sampler):
         return len(loader) if self._batches else loader._rows(*rank_world())
 
     def __iter__(self) -> Iterator:
-        raise TypeError("CuratedLoader plans its own batches: iterate the loader, not its sampler/batch_sampler")
+        raise TypeError("CuratedLoader plans its own batches: iterate the loader, not its sampler/batch_sampler "
+                        "(to skip the batches a resumed run trained, e.g. instead of accelerate's "
+                        "skip_first_batches, call loader.skip_first_batches(n))")
 
 
 class CuratedLoader:
@@ -126,7 +128,9 @@ class CuratedLoader:
     int makes the order, every worker task's randomness and the selection draws depend on (seed, epoch,
     position) alone. `subset` restricts a map-style dataset to a keep-list of indices (or a keep-list
     file's path); `class_weights` (a [K] tensor, e.g. the live `GroupDRO.weights`) adds per-sample
-    weights under the name "weight", looked up by the class in `target_key`.
+    weights under the name "weight", looked up by the class in `target_key`. `gather_state=True`:
+    `state_dict()` gathers every rank's state (a collective: every rank calls it, as Lightning and
+    Accelerate do when they checkpoint), so a checkpoint that rank 0 alone writes resumes each rank.
 
     >>> loader = CuratedLoader(dataset, batch_size=64, filter_ratio=0.8,
     ...                        scorer=CrossEntropyScorer(model, reference_losses=table))
@@ -164,6 +168,7 @@ class CuratedLoader:
         subset: Optional[Sequence[int] | str | os.PathLike] = None,
         class_weights: Optional[Tensor] = None,
         target_key: Any = 1,
+        gather_state: bool = False,
     ):
         if batch_sampler is not None:
             raise ValueError("batch_sampler is not supported: CuratedLoader forms the batches; pass sampler= "
@@ -184,6 +189,9 @@ class CuratedLoader:
         self.collate_fn = default_collate if collate_fn is None else collate_fn
         self.seed, self.nan, self.generator, self.in_order = None if seed is None else int(seed), nan, generator, in_order
         self.class_weights, self.target_key = class_weights, target_key
+        if not isinstance(gather_state, bool):
+            raise TypeError(f"gather_state must be a bool, got {type(gather_state).__name__}")
+        self.gather_state = gather_state
         self.stats = LoaderStats()
         self._curation = Curation(scorer, selector, schedule, nan, self.stats)
         if self._curation.scorer is not None and not in_order and num_workers > 0 and not iterable:
@@ -305,11 +313,51 @@ class CuratedLoader:
     def __iter__(self) -> "CuratedLoaderIterator":
         return CuratedLoaderIterator(self)
 
+    def skip_first_batches(self, num_batches: int) -> "CuratedLoader":
+        """Start the next epoch (or the iterator not yet advanced) after its first `num_batches` batches,
+        without reading them, and return the loader: resume for a script that counts its steps, as with
+        Accelerate's `skip_first_batches` (which rebuilds a plain DataLoader, so cannot serve this loader).
+        The rows are those of the uninterrupted epoch when its order is reproducible (`seed=` an int, or no
+        shuffle); the epoch's selection draws start afresh. `state_dict()` resumes exactly, draws included.
+
+        >>> for batch in loader.skip_first_batches(resume_step):
+        ...     train_step(batch)
+        """
+        if not isinstance(num_batches, numbers.Integral) or isinstance(num_batches, bool) or num_batches < 0:
+            raise ValueError(f"num_batches must be an int >= 0, got {num_batches!r}")
+        if not isinstance(self._source, (MapSource, IterableSource)):
+            raise ValueError(f"skip_first_batches needs a map-style or iterable dataset, got "
+                             f"{type(self.dataset).__name__}; resume shards with state_dict() / load_state_dict()")
+        if getattr(self._source, "shuffle", False) and self.seed is None:
+            raise ValueError("skip_first_batches with shuffle=True needs seed=<int>: with seed=None the skipped "
+                             "epoch's order cannot be drawn again; or resume with state_dict() / load_state_dict()")
+        if not self._curation.predictable():
+            raise ValueError(f"skip_first_batches needs a schedule whose steps are known ahead, got "
+                             f"{type(self.schedule).__name__}; resume with state_dict() / load_state_dict()")
+        live = self._live
+        waiting = live is not None and not live.done and not live.started
+        rank, world = rank_world()
+        epoch, start, rows = live.epoch if waiting else self._next_epoch, self._step, self._rows(rank, world)
+        position = sum(self.super_batch_size if self._curation.selecting(start + k) else self.batch_size
+                       for k in range(num_batches))
+        self._step = start + num_batches
+        self._pending = self._state(in_epoch=True, epoch=epoch, start_step=start, rows=rows, world=world,
+                                    source={"position": position if rows is None else min(position, rows)})
+        self._source.load_state_dict(self._pending["source"])
+        if waiting:
+            live.restart()
+        return self
+
     # ---- state ---------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
         """What exact resume needs, one entry per stage: the loader's epoch and step, the source's position,
-        the selection's generators and schedule, and the stats."""
+        the selection's generators and schedule, and the stats. With `gather_state=True`, `{"ranks": [...]}`:
+        every rank's state, gathered (every rank must call it)."""
+        state = self._own_state()
+        return {"ranks": gather_objects(state)} if self.gather_state else state
+
+    def _own_state(self) -> dict:
         if self._live is not None and not self._live.done:
             return self._live.state_dict()
         if self._dropped is not None:  # an iterator dropped mid-epoch (a `break`): where it stood
@@ -327,7 +375,7 @@ class CuratedLoader:
                              "replay; use in_order=True for state_dict()")
         return {
             "loader": {"epoch": epoch, "in_epoch": in_epoch, "step": self._step, "epoch_start_step": start_step,
-                       "rows": rows, "world_size": world, "batch_size": self.batch_size,
+                       "rows": rows, "world_size": world, "rank": rank_world()[0], "batch_size": self.batch_size,
                        "super_batch_size": self.super_batch_size, "rng": rng},
             "source": source,
             "curation": self._curation.state_dict(),
@@ -336,12 +384,22 @@ class CuratedLoader:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state`: the next batches are those the saved run would have yielded next. Works
-        before `iter()` and on a live iterator (which then goes on from the state)."""
+        before `iter()` and on a live iterator (which then goes on from the state). A gathered state
+        (`gather_state=True`) gives each rank its own entry."""
+        rank, world = rank_world()
+        if isinstance(state, dict) and "ranks" in state:
+            if len(state["ranks"]) != world:
+                raise ValueError(f"state was saved with another configuration: world_size (saved {len(state['ranks'])},"
+                                 f" now {world}); resuming would repeat or skip samples")
+            state = state["ranks"][rank]
         if not isinstance(state, dict) or not {"loader", "source", "curation", "stats"} <= state.keys():
             raise ValueError("state must be a dict from CuratedLoader.state_dict() with keys loader, source, "
                              f"curation, stats; got {type(state).__name__}")
         saved = state["loader"]
-        rank, world = rank_world()
+        if saved.get("rank", rank) != rank:  # e.g. a checkpoint that rank 0 alone wrote, loaded on every rank
+            raise ValueError(f"state was saved on rank {saved['rank']}, this is rank {rank}: each rank resumes from "
+                             "its own state; build the loader with gather_state=True so that state_dict() holds "
+                             "every rank's")
         mine = {"batch_size": self.batch_size, "super_batch_size": self.super_batch_size, "world_size": world}
         if self._source.exact_rows:  # shards count rows from tar headers: their state checks the shard list
             mine["rows"] = self._rows(rank, world)
@@ -397,7 +455,7 @@ class CuratedLoaderIterator:
         if curation.scorer is not None:
             base = seed if seed is not None else derive_seed(draw_seed(), _CURATION)
             self.rng = Generators(base, self.rank, self.epoch)
-            if resume:
+            if resume and pending["loader"]["rng"] is not None:  # None: skip_first_batches, fresh draws
                 self.rng.load_state_dict(pending["loader"]["rng"])
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(self.epoch)
