@@ -131,6 +131,8 @@ class CuratedLoader:
     weights under the name "weight", looked up by the class in `target_key`. `gather_state=True`:
     `state_dict()` gathers every rank's state (a collective: every rank calls it, as Lightning and
     Accelerate do when they checkpoint), so a checkpoint that rank 0 alone writes resumes each rank.
+    `id_key` names a batch field of stable row ids (e.g. an "id" column) that scorers receive as `ids`
+    (e.g. to look up `reference_losses`), instead of dataset indices or, for a stream, stream positions.
 
     >>> loader = CuratedLoader(dataset, batch_size=64, filter_ratio=0.8,
     ...                        scorer=CrossEntropyScorer(model, reference_losses=table))
@@ -169,6 +171,7 @@ class CuratedLoader:
         class_weights: Optional[Tensor] = None,
         target_key: Any = 1,
         gather_state: bool = False,
+        id_key: Any = None,
     ):
         if batch_sampler is not None:
             raise ValueError("batch_sampler is not supported: CuratedLoader forms the batches; pass sampler= "
@@ -191,7 +194,7 @@ class CuratedLoader:
         self.class_weights, self.target_key = class_weights, target_key
         if not isinstance(gather_state, bool):
             raise TypeError(f"gather_state must be a bool, got {type(gather_state).__name__}")
-        self.gather_state = gather_state
+        self.gather_state, self.id_key = gather_state, id_key
         self.stats = LoaderStats()
         self._curation = Curation(scorer, selector, schedule, nan, self.stats)
         if self._curation.scorer is not None and not in_order and num_workers > 0 and not iterable:
@@ -521,7 +524,7 @@ class CuratedLoaderIterator:
         if selecting:
             k = b if n == B else max(1, round(n * b / B))
             try:
-                batch = curation.select(ids, batch, k, self.step, self.rng)
+                batch = curation.select(self._row_ids(ids, batch), batch, k, self.step, self.rng)
             except BaseException:
                 self.buffer.unread(ids, batch)  # a failed step consumes nothing: retried, or saved unconsumed
                 raise
@@ -541,6 +544,17 @@ class CuratedLoaderIterator:
         stats.step_ms += 1e3 * (now - self._last)
         self._last = now
         return batch
+
+    def _row_ids(self, ids: Any, batch: Any) -> Any:
+        """What the scorer gets as ids: the `id_key` field of the batch when given, else the positions."""
+        key = self.loader.id_key
+        if key is None:
+            return ids
+        field = get_field(batch, key)
+        if len(field) != len(ids):
+            raise ValueError(f"id_key {key!r} holds {len(field)} values for a batch of {len(ids)} rows; "
+                             "expected one id per row")
+        return field
 
     def _next_whole_piece(self) -> tuple[Any, Any]:
         """Selection off and nothing buffered: the next piece as the DataLoader collated it, never sliced

@@ -371,6 +371,12 @@ def is_stateful(obj: Any) -> bool:
     return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
 
 
+def _unsplit_hf_iterable(dataset: Any) -> bool:
+    module = type(dataset).__module__
+    return module.startswith("datasets.") and type(dataset).__name__ == "IterableDataset" \
+        and getattr(dataset, "_distributed", None) is None
+
+
 class IterableSource(_RunsOf):
     """An IterableDataset, batched within each worker's stream as DataLoader does. Ids are stream positions.
 
@@ -388,15 +394,30 @@ class IterableSource(_RunsOf):
             from torchdata.stateful_dataloader import StatefulDataLoader as loader_class
         else:
             loader_class = DataLoader
-        self.loader = loader_class(dataset, batch_size=batch_size, collate_fn=_CountRows(collate_fn),
-                                   generator=generator, **dataloader_kwargs)
+        self._make_loader = lambda ds: loader_class(ds, batch_size=batch_size, collate_fn=_CountRows(collate_fn),  # noqa: E731
+                                                    generator=generator, **dataloader_kwargs)
+        self.loader = self._make_loader(dataset)
+        self._split_for: Optional[tuple[int, int]] = None
         super().__init__()
+
+    def _split_by_node(self, rank: int, world: int) -> None:
+        """A Hugging Face `datasets.IterableDataset` not yet split by node is split for this rank by
+        `datasets.distributed.split_dataset_by_node` (when the epoch starts: the rank is known then)."""
+        if world == 1 or self._split_for == (rank, world) or not _unsplit_hf_iterable(self.dataset):
+            return
+        from datasets.distributed import split_dataset_by_node
+
+        self.loader = self._make_loader(split_dataset_by_node(self.dataset, rank=rank, world_size=world))
+        self._split_for = (rank, world)
 
     def rows(self, rank: int, world: int) -> Optional[int]:
         return len(self.dataset) if hasattr(self.dataset, "__len__") else None  # None: a stream of unknown length
 
     def start(self, epoch: Epoch) -> "_IterRun":
         state = self._take_pending(epoch)
+        self._split_by_node(epoch.rank, epoch.world)
+        if self.loader.dataset is not self.dataset and hasattr(self.loader.dataset, "set_epoch"):
+            self.loader.dataset.set_epoch(epoch.epoch)  # the split copy reshuffles as the user's dataset would
         position = state.get("position", 0)
         skip = position
         if self.stateful and "loader" in state:
