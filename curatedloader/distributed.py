@@ -40,3 +40,10 @@ def gather_objects(value: Any) -> list:
     out: list = [None] * dist.get_world_size()
     dist.all_gather_object(out, value)
     return out
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """The sum over ranks of `values` (same length on every rank), in float64 (a collective)."""
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device())
+    dist.all_reduce(t)
+    return t.tolist()
