@@ -148,33 +148,39 @@ def test_a_scorer_using_the_lightning_module_trains_its_hardest_samples():
 
 DDP_SCRIPT = textwrap.dedent("""
     import json, sys
-    import torch
     import lightning as L
     sys.path[:0] = [sys.argv[1]]
-    from test_lightning import Recorder, make_loader
-    loader = make_loader()  # built before the Trainer, so before the process group exists
-    model = Recorder()
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(model, train_dataloaders=loader)
-    with open(f"{sys.argv[2]}/rank{trainer.global_rank}.json", "w") as f:
-        json.dump({"trained": model.trained, "len": len(loader)}, f)
+    from test_lightning import Recorder, SaveAt, make_loader
+    out = sys.argv[2]
+    kw = dict(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False)
+    loader = make_loader(gather_state=True)  # built before the Trainer, so before the process group exists
+    full = Recorder()
+    trainer = L.Trainer(callbacks=[SaveAt(5, f"{out}/mid.ckpt")], **kw)
+    trainer.fit(full, train_dataloaders=loader)
+    resumed = Recorder()
+    L.Trainer(**kw).fit(resumed, train_dataloaders=make_loader(gather_state=True), ckpt_path=f"{out}/mid.ckpt")
+    with open(f"{out}/rank{trainer.global_rank}.json", "w") as f:
+        json.dump({"full": full.trained, "resumed": resumed.trained, "len": len(loader)}, f)
 """)
 
 
 @pytest.mark.distributed
-def test_ddp_ranks_train_disjoint_halves_of_each_epoch(tmp_path):
+def test_ddp_ranks_train_disjoint_shares_and_each_resumes_its_own_stream(tmp_path):
     import json
     import pathlib
 
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     tests = str(pathlib.Path(__file__).parent)
-    subprocess.run([sys.executable, str(script), tests, str(tmp_path)], check=True, timeout=120, cwd=tmp_path,
-                   capture_output=True)
+    done = subprocess.run([sys.executable, str(script), tests, str(tmp_path)], timeout=300, cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["len"] == ranks[1]["len"] == 4  # 30 rows per rank: 3 super-batches of 8, then 6 rows -> 3
     for epoch in range(2):
-        a = [i for e, batch in ranks[0]["trained"] if e == epoch for i in batch]
-        b = [i for e, batch in ranks[1]["trained"] if e == epoch for i in batch]
+        a = [i for e, batch in ranks[0]["full"] if e == epoch for i in batch]
+        b = [i for e, batch in ranks[1]["full"] if e == epoch for i in batch]
         assert len(a) == len(b) == 3 * B + 3 and not set(a) & set(b)
+    for rank in ranks:  # the one checkpoint rank 0 wrote resumes each rank mid-epoch 1 on its own stream
+        assert rank["resumed"] == rank["full"][5:]
