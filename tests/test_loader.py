@@ -441,9 +441,9 @@ def test_scorer_returning_wrong_shape_or_dtype(out, word):
 
 
 def test_collate_output_without_rows_is_explained_when_selecting():
-    # selection slices rows: a list of per-sample tuples cannot be sliced (with selection off it passes through)
+    # selection slices rows: a list of per-sample scalar tensors has no rows (with selection off it passes through)
     loader = CuratedLoader(dataset(6), batch_size=2, super_batch_size=4, scorer=score_by_value,
-                           collate_fn=lambda samples: samples)
+                           collate_fn=lambda samples: [s[0] for s in samples])
     with pytest.raises(ValueError, match="collate_fn returned"):
         next(iter(loader))
 
