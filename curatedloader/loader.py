@@ -389,7 +389,12 @@ class CuratedLoaderIterator:
         seed = loader.seed
         self.rng = None
         if curation.scorer is not None:
-            base = seed if seed is not None else derive_seed(draw_seed(), _CURATION)
+            if seed is not None:
+                base = seed
+            elif loader.generator is not None:  # its seed, without drawing from it (DataLoader's draws stay)
+                base = derive_seed(loader.generator.initial_seed(), _CURATION)
+            else:
+                base = derive_seed(draw_seed(), _CURATION)
             self.rng = Generators(base, self.rank, self.epoch)
             if resume:
                 self.rng.load_state_dict(pending["loader"]["rng"])
