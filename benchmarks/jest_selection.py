@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from curatedloader.scoring import PairScores
-from curatedloader.scoring.siglip import chunked_selection
+from curatedloader.selection import chunked_selection
 from curatedloader.selection import gumbel_topk
 
 AIMS = {32768: "5 ms", 163840: "80 ms, < 1 GiB"}  # H100 aims from issues 6 and 16
