@@ -2,6 +2,7 @@
 each script writes rows into an output folder, and `python -m curatedloader.bench update` makes the tables."""
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,10 +87,13 @@ def test_jest_aims():
 
 
 def test_results_tables_generated_from_the_rows(results):
-    """The marked blocks RESULTS.md gets once GPU rows exist are filled by `python -m curatedloader.bench update`."""
+    """The marker blocks that RESULTS.md says to add once GPU rows exist (its columns are the scripts') are
+    filled by `python -m curatedloader.bench update`."""
+    stated = dict(re.findall(r"rows: results/(\w+)\.jsonl columns: ([^`]+)",
+                             " ".join((ROOT / "benchmarks" / "RESULTS.md").read_text().split())))
+    assert {name: stated.get(name) for name in SCRIPTS} == {name: ", ".join(script(name).COLUMNS) for name in SCRIPTS}
     doc = results.parent / "RESULTS.md"
-    blocks = [f"<!-- rows: results/{name}.jsonl columns: {', '.join(script(name).COLUMNS)} -->\nopen\n<!-- end rows -->"
-              for name in SCRIPTS]
+    blocks = [f"<!-- rows: results/{name}.jsonl columns: {stated[name]} -->\nopen\n<!-- end rows -->" for name in SCRIPTS]
     doc.write_text("\n\n".join(blocks) + "\n")
     run = subprocess.run([sys.executable, "-m", "curatedloader.bench", "update", str(doc)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
