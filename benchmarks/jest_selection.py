@@ -98,10 +98,6 @@ def measure_size(B: int, args, device: torch.device) -> list[dict]:
             row.update(aim(B, t.median, row["peak_extra_mib"]))
         print(f"B={B} {WAYS[way]}: {t}, peak extra {row['peak_extra_mib']:.3g} MiB", flush=True)
         rows.append(row)
-        del s, run
-    del emb
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return rows
 
 
@@ -137,6 +133,8 @@ def main() -> None:
     path, rows = args.out / f"{NAME}.jsonl", []
     for B in args.sizes:
         size_rows = measure_size(B, args, device)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # this B's embeddings went with measure_size's frame
         bench.write_rows(path, [{**context, **r} for r in size_rows])  # each B as it ends: a cut-off run keeps them
         rows += size_rows
     print(f"\n{bench.report([{**context, **r} for r in rows], COLUMNS)}\n\nrows: {path}")
