@@ -16,7 +16,6 @@ import os
 import random
 import sys
 import tarfile
-import warnings
 from collections import deque
 from dataclasses import dataclass
 from itertools import count, islice
