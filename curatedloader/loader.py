@@ -324,8 +324,11 @@ class CuratedLoader:
         The rows are those of the uninterrupted epoch when its order is reproducible (`seed=` an int, or no
         shuffle); the epoch's selection draws start afresh. `state_dict()` resumes exactly, draws included.
 
-        >>> for batch in loader.skip_first_batches(resume_step):
-        ...     train_step(batch)
+        >>> from torch.utils.data import TensorDataset
+        >>> def make():
+        ...     return CuratedLoader(TensorDataset(torch.arange(10)), batch_size=2, shuffle=True, seed=0)
+        >>> [x.tolist() for x, in make()][2:] == [x.tolist() for x, in make().skip_first_batches(2)]
+        True
         """
         if not isinstance(num_batches, numbers.Integral) or isinstance(num_batches, bool) or num_batches < 0:
             raise ValueError(f"num_batches must be an int >= 0, got {num_batches!r}")
