@@ -306,6 +306,8 @@ class CuratedLoader:
         pending = self._pending["loader"] if self._pending is not None else None
         if pending is not None and pending["in_epoch"] and pending["epoch"] != epoch:
             self._pending = None  # the saved position belongs to another epoch
+            if isinstance(self._source, MapSource):
+                self._source.load_state_dict({})  # and so does the source's (its rows() read an elastic one)
         self._next_epoch = int(epoch)
         live = self._live
         if live is not None and not live.done and not live.started and live.epoch != epoch:
@@ -395,21 +397,21 @@ class CuratedLoader:
         (`gather_state=True`) gives each rank its own entry."""
         rank, world = rank_world()
         if isinstance(state, dict) and "ranks" in state:
-            if len(state["ranks"]) != world:
-                raise ValueError(f"state was saved with another configuration: world_size (saved {len(state['ranks'])},"
-                                 f" now {world}); resuming would repeat or skip samples")
-            state = state["ranks"][rank]
+            state = self._rank_entry(state["ranks"], rank, world)
         if not isinstance(state, dict) or not {"loader", "source", "curation", "stats"} <= state.keys():
             raise ValueError("state must be a dict from CuratedLoader.state_dict() with keys loader, source, "
                              f"curation, stats; got {type(state).__name__}")
         saved = state["loader"]
+        resized = saved["world_size"] != world and saved.get("rank", rank) == rank  # elastic (see _rank_entry)
         if saved.get("rank", rank) != rank:  # e.g. a checkpoint that rank 0 alone wrote, loaded on every rank
             raise ValueError(f"state was saved on rank {saved['rank']}, this is rank {rank}: each rank resumes from "
                              "its own state; build the loader with gather_state=True so that state_dict() holds "
                              "every rank's")
         mine = {"batch_size": self.batch_size, "super_batch_size": self.super_batch_size, "world_size": world}
+        if resized and (not saved["in_epoch"] or self._resizable()):
+            mine["world_size"] = saved["world_size"]  # the rows are checked for the saved world size instead
         if self._source.exact_rows:  # shards count rows from tar headers: their state checks the shard list
-            mine["rows"] = self._rows(rank, world)
+            mine["rows"] = self._rows(rank, mine["world_size"])
         differ = [f"{k} (saved {saved[k]}, now {v})" for k, v in mine.items() if saved[k] != v]
         if differ:
             raise ValueError("state was saved with another configuration: " + ", ".join(differ)
@@ -426,6 +428,26 @@ class CuratedLoader:
                 self._live.restart()  # the live iterator goes on from the saved position
             else:
                 self._live.done = True  # the saved epoch is complete: the next iter() runs the next one
+
+
+    def _resizable(self) -> bool:
+        return isinstance(self._source, MapSource) and self._source.resizable()
+
+    def _rank_entry(self, states: list, rank: int, world: int) -> dict:
+        """This rank's entry of a gathered state. Saved on another number of ranks (elastic resume), map-style
+        data goes on from the saved ranks' common position, split anew: the rows of the interrupted epoch
+        that no saved rank consumed, each once (padded or cut to equal shares as DistributedSampler). The
+        selection draws start afresh, the counts of a rank that did not exist start from zero."""
+        if len(states) == world:
+            return states[rank]
+        if not self._resizable() and any(s["loader"]["in_epoch"] for s in states):
+            raise ValueError(f"state was saved with another configuration: world_size (saved {len(states)}, now "
+                             f"{world}); only a map-style dataset split by the loader (no DistributedSampler) or a "
+                             "state saved at an epoch's end resumes on another number of ranks")
+        entry = states[rank] if rank < len(states) else states[0]
+        loader = {**entry["loader"], "rank": rank, "rng": None}
+        stats = entry["stats"] if rank < len(states) else LoaderStats().as_dict()
+        return {**entry, "loader": loader, "stats": stats}
 
 
 class CuratedLoaderIterator:

@@ -250,9 +250,19 @@ class MapSource(_RunsOf):
 
     def rows(self, rank: int, world: int) -> int:
         n = len(self.sampler) if self.sampler is not None else len(self.base())
+        saved = self._pending.get("world", world)
+        if saved != world:  # a loaded state from another world size: its consumed rows, then a share of the rest
+            position = self._pending["position"]
+            rest = len(pad_for_world(range(n), saved, self.drop_last)) - saved * position
+            return position + (rest // world if self.drop_last else -(-rest // world))
         if self.splits(world):
             n = n // world if self.drop_last else -(-n // world)
         return n
+
+    def resizable(self) -> bool:
+        """Whether a state saved on some number of ranks can resume on another (elastic resume): the order
+        is split here, not by a DistributedSampler bound to its world size."""
+        return not isinstance(self.sampler, DistributedSampler)
 
     def start(self, epoch: Epoch) -> "_MapRun":
         state = self._take_pending(epoch)
@@ -276,6 +286,7 @@ class _MapRun:
     def __init__(self, source: MapSource, epoch: Epoch, state: dict):
         self.source, self.epoch, self.fifo = source, epoch, deque()
         self.position = state.get("position", 0)
+        self.saved_world = state.get("world", epoch.world)  # another world size: an elastic resume
         self.spans = _Spans(self.position)
         self.order_seed: Optional[int] = state.get("order_seed")
         generator = source.user_generator
@@ -309,7 +320,15 @@ class _MapRun:
             order = [base[i] for i in RandomSampler(range(len(base)), generator=generator)]
         else:
             order = list(base)
-        if src.splits(ep.world):
+        if self.saved_world != ep.world:
+            # the saved ranks each consumed `position` rows of their share, together the first
+            # saved_world * position of the padded order: the new ranks split the rest. The first
+            # `position` entries stand for this rank's consumed rows (never read again), so that the
+            # epoch's steps and chunk sizes go on as saved.
+            padded = pad_for_world(order, self.saved_world, src.drop_last)
+            rest = padded[self.saved_world * self.position:]
+            order = padded[: self.position] + split_for_rank(rest, ep.rank, ep.world, src.drop_last)
+        elif src.splits(ep.world):
             order = split_for_rank(order, ep.rank, ep.world, src.drop_last)
         self._order = order
         return order
@@ -334,26 +353,33 @@ class _MapRun:
         self.spans.consume(n)
 
     def state_dict(self) -> dict:
-        state = {"position": self.spans.position, "order_seed": self.order_seed}
+        state = {"position": self.spans.position, "order_seed": self.order_seed, "world": self.epoch.world}
         if self.generator_state is not None:
             state["generator"] = self.generator_state
         return state
 
 
-def split_for_rank(order: list[int], rank: int, world: int, drop_last: bool) -> list[int]:
-    """This rank's share of `order`, as DistributedSampler: padded by repetition (or cut with drop_last)
-    to a multiple of `world`, then every world-th index from `rank`.
+def pad_for_world(order: Sequence[int], world: int, drop_last: bool) -> list[int]:
+    """`order` padded by repetition (or cut with drop_last) to a multiple of `world`, as DistributedSampler.
+
+    >>> pad_for_world([0, 1, 2, 3, 4], 2, False)
+    [0, 1, 2, 3, 4, 0]
+    """
+    order, n = list(order), len(order)
+    if drop_last:
+        return order[: n - n % world]
+    pad = -n % world
+    return order + (order * (pad // max(n, 1) + 1))[:pad]
+
+
+def split_for_rank(order: Sequence[int], rank: int, world: int, drop_last: bool) -> list[int]:
+    """This rank's share of `order`, as DistributedSampler: padded (or cut) to a multiple of `world`, then
+    every world-th index from `rank`.
 
     >>> split_for_rank([0, 1, 2, 3, 4], 1, 2, False)
     [1, 3, 0]
     """
-    n = len(order)
-    if drop_last:
-        order = order[: n - n % world]
-    elif n % world:
-        pad = world - n % world
-        order = order + (order * (pad // max(n, 1) + 1))[:pad]
-    return order[rank::world]
+    return pad_for_world(order, world, drop_last)[rank::world]
 
 
 # ---- iterable ---------------------------------------------------------------------------------------
