@@ -42,10 +42,7 @@ def test_a_gathered_state_gives_each_rank_its_own_entry(monkeypatch):
         resumed = make(gather_state=True)
         resumed.load_state_dict(gathered)
         assert [b[1].tolist() for b in resumed] == runs[rank][2]
-    assert runs[0][2] != runs[1][2]
-    as_rank(monkeypatch, 0, 3)
-    with pytest.raises(ValueError, match="world_size"):
-        make(gather_state=True).load_state_dict(gathered)
+    assert runs[0][2] != runs[1][2]  # (another world size: tests/test_elastic.py)
 
 
 def test_gather_state_without_a_process_group_holds_the_one_state():
