@@ -102,19 +102,27 @@ class _TarFiles:
     def __iter__(self) -> Iterator[tuple[str, Optional[bytes]]]:
         local = os.path.exists(self.url)
         fileobj = open(self.url, "rb") if local else wds.gopen(self.url)
+        size = None  # headers only, of a local uncompressed tar: random access skips the data
+        if local and not self.data:
+            compressed = fileobj.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))
+            fileobj.seek(0)
+            size = None if compressed else os.fstat(fileobj.fileno()).st_size
         tar = None
         try:
-            # headers only, of a local file: random access skips the data
-            mode = "r" if local and not self.data else "r|*"
-            tar = tarfile.open(fileobj=fileobj, mode=mode, tarinfo=_Header)
+            tar = tarfile.open(fileobj=fileobj, mode="r|*" if size is None else "r:", tarinfo=_Header)
             for member in tar:
                 name = member.name
                 if not member.isreg() or "/" not in name and name.startswith("__") and name.endswith("__"):
                     continue  # webdataset skips these too
-                try:
-                    data = tar.extractfile(member).read() if self.data else b""
-                except _READ_ERRORS as e:
-                    self.damage = f"cut off inside {name!r} at byte {member.offset_data}: {e}"
+                if size is not None:  # the data is there if the file reaches its end
+                    data = b"" if member.offset_data + member.size <= size else None
+                else:
+                    try:
+                        data = tar.extractfile(member).read() if self.data else b""
+                    except _READ_ERRORS:
+                        data = None
+                if data is None:
+                    self.damage = f"cut off inside {name!r} (its data starts at byte {member.offset_data})"
                     yield name, None
                     return
                 yield name, data

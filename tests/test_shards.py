@@ -265,3 +265,65 @@ def test_rank_stream_is_cut_or_padded_to_the_epoch_length_and_resumes(shards, mo
         resumed = make()
         resumed.load_state_dict(run.state_dict())
         assert head + rows(resumed) == full
+
+
+def _cut_facts(url, cut):
+    """From an intact shard, before cutting it at byte `cut`: the samples complete before the cut, whether
+    one is partly there (its first header read whole, not all its data), and whether the cut is a truncation
+    (before the end of the two zero blocks that end the archive)."""
+    with tarfile.open(url) as tar:
+        members = tar.getmembers()
+    by_key = {}
+    for m in members:
+        by_key.setdefault(m.name.split(".")[0], []).append(m)
+    complete = {int(k[1:]) for k, ms in by_key.items() if all(m.offset_data + m.size <= cut for m in ms)}
+    partial = any(int(k[1:]) not in complete and ms[0].offset_data <= cut for k, ms in by_key.items())
+    end = max((m.offset_data + -(-m.size // 512) * 512 for m in members), default=0)
+    return complete, partial, cut < end + 1024
+
+
+def _read_all(loader):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = sum(rows(loader), [])
+    return got, [str(w.message) for w in caught if "one warning per shard" in str(w.message)]
+
+
+@FAST
+@given(data=st.data(), workers=st.sampled_from([0, 1]))
+def test_a_shard_cut_at_any_byte_keeps_each_complete_sample_once_and_counts_the_cut(shards, data, workers):
+    urls, n = shards([3, 2, 3])
+    bad = data.draw(st.integers(0, 2), label="shard")
+    cut = data.draw(st.integers(0, os.path.getsize(urls[bad])), label="cut")
+    first = [0, 3, 5][bad]
+    complete, partial, truncated = _cut_facts(urls[bad], cut)
+    with open(urls[bad], "r+b") as f:
+        f.truncate(cut)
+    loader = CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), num_workers=workers)
+    got, messages = _read_all(loader)
+    others = set(range(n)) - set(range(first, first + [3, 2, 3][bad]))
+    assert sorted(got) == sorted(others | complete)
+    assert len(got) == sum(count_samples(u, fields=("npy", "cls")) for u in urls)  # len() from the headers agrees
+    assert loader.stats.bad_shards == truncated
+    assert loader.stats.skipped_samples == partial
+    assert [m.split(":")[0] for m in messages] == [urls[bad]] * (truncated or partial)
+
+
+@pytest.mark.parametrize("where", ["header", "name", "boundary", "data", "padding", "end marker"])
+def test_a_cut_inside_a_header_is_counted_and_the_sample_before_it_kept(shards, where):
+    urls, n = shards([4, 3])
+    with tarfile.open(urls[0]) as tar:
+        third = [m for m in tar.getmembers() if m.name.startswith("k00002")][0]
+        last = tar.getmembers()[-1]
+    cut = {"header": third.offset + 300, "name": third.offset + 20, "boundary": third.offset,
+           "data": third.offset_data + 1, "padding": third.offset_data + third.size + 1,
+           "end marker": last.offset_data + 512 + 700}[where]
+    complete, partial, truncated = _cut_facts(urls[0], cut)
+    assert truncated and ({0, 1} <= complete)
+    with open(urls[0], "r+b") as f:
+        f.truncate(cut)
+    loader = CuratedLoader.from_shards(urls, 3, to_tuple=("npy", "cls"))
+    got, messages = _read_all(loader)
+    assert sorted(got) == sorted(complete | {4, 5, 6})
+    assert loader.stats.bad_shards == 1 and loader.stats.skipped_samples == partial
+    assert len(messages) == 1 and messages[0].startswith(urls[0])
