@@ -1,4 +1,5 @@
 """CuratedLoader.from_shards: exactly-once, determinism, resume, corrupt input, keep-lists, writing shards."""
+import io
 import os
 import signal
 import tarfile
@@ -327,3 +328,65 @@ def test_a_cut_inside_a_header_is_counted_and_the_sample_before_it_kept(shards, 
     assert sorted(got) == sorted(complete | {4, 5, 6})
     assert loader.stats.bad_shards == 1 and loader.stats.skipped_samples == partial
     assert len(messages) == 1 and messages[0].startswith(urls[0])
+
+
+def _write_members(url, members):
+    """A tar of (name, bytes) members in this order, as a writer with bugs might leave it."""
+    with tarfile.open(url, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _sample(k, fields=("npy", "cls")):
+    """Sample k's members, as make_shards writes them."""
+    npy = io.BytesIO()
+    np.save(npy, np.full(2, k, np.float32))
+    data = {"npy": npy.getvalue(), "cls": str(k).encode()}
+    return [(f"k{k:05d}.{f}", data[f]) for f in fields]
+
+
+def test_duplicate_keys_skip_only_the_bad_samples(shards):
+    urls, _ = shards([2, 2])
+    members = _sample(0) + _sample(1) + _sample(1) + _sample(2)  # k1 written twice in a row
+    members += _sample(3)[:1] + _sample(3)[:1] + _sample(3)[1:] + _sample(4) + _sample(0) + _sample(5)
+    _write_members(urls[0], members)  # k3 has npy twice; k0 comes again after k4
+    loader = CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"))
+    got, messages = _read_all(loader)
+    assert sorted(got) == [0, 2, 2, 3, 4, 5]  # the other shard holds k2, k3: ids differ by shard name
+    assert loader.stats.skipped_samples == 3 and loader.stats.bad_shards == 0
+    assert len(messages) == 1 and messages[0].startswith(urls[0]) and "k00001" in messages[0]
+    assert count_samples(urls[0]) == 4  # len() leaves them out too
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_sample_missing_a_field_in_dict_batches_is_skipped_and_named(shards, workers):
+    urls, _ = shards([2, 2])
+    members = [m for k in range(6) for m in _sample(k, ("npy",) if k in (0, 3) else ("npy", "cls"))]
+    _write_members(urls[0], members)  # k0 (the first sample, whose fields a collate would follow) and k3 lack cls
+    loader = CuratedLoader.from_shards(urls, 2, shuffle=False, num_workers=workers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = list(loader)
+    assert all(set(batch) == {"__key__", "npy", "cls"} for batch in batches)
+    assert sorted(sum((batch["cls"].tolist() for batch in batches), [])) == [1, 2, 2, 3, 4, 5]
+    assert loader.stats.skipped_samples == 2 and len(loader) == 3
+    messages = [str(w.message) for w in caught if "one warning per shard" in str(w.message)]
+    assert len(messages) == 1 and all(s in messages[0] for s in (urls[0], "k00000", "'cls'"))
+
+
+def test_a_directory_takes_gzipped_shards(shards):
+    import gzip
+
+    urls, n = shards([3, 2, 4])
+    for url, suffix in zip(urls[1:], (".tar.gz", ".tgz")):
+        with open(url, "rb") as f, gzip.open(url[: -len(".tar")] + suffix, "wb") as g:
+            g.write(f.read())
+        os.remove(url)
+    root = os.path.dirname(urls[0])
+    open(os.path.join(root, "notes.txt"), "w").close()
+    assert [os.path.basename(u) for u in expand_urls(root)] == ["s000.tar", "s001.tar.gz", "s002.tgz"]
+    loader = CuratedLoader.from_shards(root, 2, to_tuple=("npy", "cls"), num_workers=2)
+    assert sorted(sum(rows(loader), [])) == list(range(n)) and len(loader) == -(-n // 2)
+    assert loader.stats.bad_shards == 0
