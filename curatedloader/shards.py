@@ -16,12 +16,13 @@ import os
 import random
 import sys
 import tarfile
+import time
 import warnings
 import zlib
 from collections import Counter, deque
 from dataclasses import dataclass
 from itertools import count, islice
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 _ORDER, _RESAMPLE, _SHUFFLE = 0x5A, 0x5B, 0x5C
 _END = sys.maxsize  # the cursor of a worker that has read all its shards
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # the files a directory listing takes as shards
+_DEATH_WAIT_S = 5.0  # how long a lost connection to a worker waits for the worker to be seen dead
+_T = TypeVar("_T")
 _READ_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)  # what a cut or garbled shard raises
 
 
@@ -234,6 +237,28 @@ class _Errors:
         return out
 
 
+def _deaths_named(it: Iterator[_T]) -> Iterator[_T]:
+    """DataLoader iterator `it`, where a worker that died (killed, out of memory) while the main process
+    was taking a piece from it raises as when DataLoader sees the death first (a RuntimeError naming the
+    worker), not as the lost connection to it (ConnectionResetError, EOFError)."""
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except (ConnectionError, EOFError) as e:
+            workers = getattr(it, "_workers", ())  # the worker processes of a multi-process DataLoader iterator
+            deadline = time.monotonic() + _DEATH_WAIT_S
+            while workers and time.monotonic() < deadline:  # the connection may drop before the process is gone
+                dead = [w.pid for w in workers if not w.is_alive()]
+                if dead:
+                    raise RuntimeError(f"DataLoader worker (pid(s) {', '.join(map(str, dead))}) exited "
+                                       f"unexpectedly while the loader read shards from it") from e
+                time.sleep(0.02)
+            raise
+        yield item
+
+
 @dataclass
 class _Piece:
     """Rows `done`, `done` + 1, ... of a worker's stream, with the errors met since its previous piece.
@@ -377,7 +402,7 @@ class ShardStream(IterableDataset):
             plan = [self.epoch, self.rank, self.world_size, state["first"], *sum(state["cursors"], [])]
             self._plan.copy_(torch.tensor(plan))
             rows = bad = 0
-            for piece in loader:
+            for piece in _deaths_named(iter(loader)):
                 bad += piece.bad_shards
                 errors = {"skipped_samples": piece.skipped, "bad_shards": piece.bad_shards,
                           "messages": piece.messages}

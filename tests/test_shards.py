@@ -390,3 +390,54 @@ def test_a_directory_takes_gzipped_shards(shards):
     loader = CuratedLoader.from_shards(root, 2, to_tuple=("npy", "cls"), num_workers=2)
     assert sorted(sum(rows(loader), [])) == list(range(n)) and len(loader) == -(-n // 2)
     assert loader.stats.bad_shards == 0
+
+
+def test_a_lost_connection_to_a_dead_worker_names_the_worker():
+    import multiprocessing
+
+    from curatedloader.shards import _deaths_named
+
+    worker = multiprocessing.get_context("fork").Process(target=signal.pause)
+    worker.start()
+
+    class Iterator:  # a DataLoader iterator whose worker dies while a piece is being taken from it
+        _workers = [worker]
+
+        def __next__(self):
+            os.kill(worker.pid, signal.SIGKILL)
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+    with pytest.raises(RuntimeError, match=rf"worker \(pid\(s\) {worker.pid}\) exited unexpectedly") as caught:
+        next(_deaths_named(Iterator()))
+    assert isinstance(caught.value.__cause__, ConnectionResetError)
+
+
+_KILL_SCRIPT = """
+import os, signal, sys, time
+sys.path.insert(0, {tests!r})
+from test_shards import make_shards
+from curatedloader import CuratedLoader
+urls, _ = make_shards({root!r}, [400, 400])
+loader = CuratedLoader.from_shards(urls, 4, to_tuple=("npy", "cls"), num_workers=2)
+it = iter(loader)
+next(it)
+import multiprocessing
+pid = multiprocessing.active_children()[0].pid  # a worker of the loader
+os.kill(pid, signal.SIGKILL)
+try:
+    for _ in it:
+        pass
+except RuntimeError as e:
+    print("pid", pid, "error", e)
+"""
+
+
+def test_a_worker_killed_while_reading_shards_raises_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    script = _KILL_SCRIPT.format(tests=os.path.dirname(__file__), root=str(tmp_path / "data"))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    pid = out.stdout.split()[1]  # DataLoader's SIGCHLD handler or the lost connection, whichever sees it first
+    named = (f"worker (pid {pid}) is killed by signal", f"worker (pid(s) {pid}) exited unexpectedly")
+    assert any(s in out.stdout for s in named), out.stdout + out.stderr
