@@ -582,6 +582,11 @@ class ShardSource:
         if state.get("urls", len(self.stream.urls)) != len(self.stream.urls):
             raise ValueError(f"state was saved over {state['urls']} shards, the urls now name "
                              f"{len(self.stream.urls)}; resuming would repeat or skip samples")
+        saved, now = len(state.get("cursors", ())), self.stream.workers
+        if saved and saved != now:  # each worker's cursor is in its own list of shards, which the count decides
+            same = f"num_workers={saved}" if saved > 1 else "num_workers=0 or 1"
+            raise ValueError(f"num_workers: the state was saved reading shards with {saved} worker(s), this loader "
+                             f"has num_workers={self.loader.num_workers}; resume a shard stream with {same}")
         self.stream.load_state_dict(state)
 
 

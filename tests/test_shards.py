@@ -438,6 +438,21 @@ def test_a_worker_killed_while_reading_shards_raises_naming_it(tmp_path):
 
     script = _KILL_SCRIPT.format(tests=os.path.dirname(__file__), root=str(tmp_path / "data"))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("pid"), out.stdout + out.stderr
     pid = out.stdout.split()[1]  # DataLoader's SIGCHLD handler or the lost connection, whichever sees it first
     named = (f"worker (pid {pid}) is killed by signal", f"worker (pid(s) {pid}) exited unexpectedly")
     assert any(s in out.stdout for s in named), out.stdout + out.stderr
+
+
+def test_resume_needs_the_same_number_of_workers(shards):
+    urls, _ = shards([5, 4, 6])
+    make = lambda workers: CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), num_workers=workers, seed=1)
+    run = make(2)
+    rows(run, 2)
+    with pytest.raises(ValueError, match=r"num_workers: .* 2 worker\(s\), this loader has num_workers=0; .*num_workers=2"):
+        make(0).load_state_dict(run.state_dict())
+    full, run = rows(make(1)), make(0)  # one worker and none read the same single stream
+    head = rows(run, 3)
+    resumed = make(1)
+    resumed.load_state_dict(run.state_dict())
+    assert head + rows(resumed) == full
