@@ -1,8 +1,9 @@
-"""WebDataset shards as a CuratedLoader source: seeded shard order, exact resume, corrupt input skipped.
+"""WebDataset shards as a CuratedLoader source: seeded shard order, exact resume, corrupt input counted.
 
 Each epoch the shard order is drawn from (seed, epoch), split by rank, then by worker (a fixed slice
-each). A worker reads its shards one after the other through a webdataset pipeline (tar reading,
-sample shuffle buffer seeded per shard, decode) and yields collated pieces of `batch_size` rows (the
+each). A worker reads its shards one after the other: tar reading of its own (tarfile, so that it
+knows where a tar breaks and which samples are complete), then webdataset's sample shuffle buffer
+(seeded per shard) and decode, and yields collated pieces of `batch_size` rows (the
 last one shorter). The DataLoader takes pieces from the workers in a fixed round-robin, so a stream
 position is a (shard, row) cursor per worker, and resuming only skips rows inside the shard a
 worker was reading.
@@ -628,7 +629,7 @@ def from_shards(
 ) -> "CuratedLoader":
     """`CuratedLoader.from_shards`: a CuratedLoader over WebDataset tar shards.
 
-    `urls` is a brace pattern, a list, or a local directory of `.tar` files. Batches are dicts of the
+    `urls` is a brace pattern, a list, or a local directory of shards (SHARD_SUFFIXES). Batches are dicts of the
     decoded fields plus `__key__` (a list of str), or tuples of the `to_tuple` fields. A sample's id
     is `sample_id(__url__, __key__)`; `keep` is a keep-list of such ids. The other keyword arguments
     (scorer, filter_ratio, pin_memory, ...) are CuratedLoader's.
