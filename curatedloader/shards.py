@@ -18,7 +18,6 @@ import random
 import sys
 import tarfile
 import time
-import warnings
 import zlib
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -332,7 +331,7 @@ class ShardStream(IterableDataset):
         self.seed, self.drop_last, self.workers = seed, drop_last, max(1, num_workers)
         self.epoch, self.position = 0, 0
         self._use_ranks(*rank_world())  # again when each epoch starts: the process group may come later
-        self._fields: Optional[list[Counter]] = None  # {field names: samples} per shard, from the tar headers
+        self._headers: Optional[list[Counter]] = None  # {field names: samples} per shard, from the tar headers
         self._common: Optional[tuple[str, ...]] = None  # the fields of dict rows: those most samples have
         # what workers read this epoch: [epoch, rank, world size, first worker, (shard_pos, offset, done) per
         # worker]; in shared memory so that persistent workers see it too
@@ -370,9 +369,9 @@ class ShardStream(IterableDataset):
         return total // world if self.drop_last else -(-total // world)
 
     def _scans(self) -> list[Counter]:
-        if self._fields is None:
-            self._fields = [_scan(u, self.keep) for u in self.urls]
-        return self._fields
+        if self._headers is None:
+            self._headers = [_scan(u, self.keep) for u in self.urls]
+        return self._headers
 
     def required(self) -> tuple[str, ...]:
         """The fields each row takes: `to_tuple`'s, else those most samples have (from the tar headers; the
