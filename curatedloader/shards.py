@@ -82,22 +82,24 @@ def sample_id(url: str, key: str) -> str:
 
 
 class _Header(tarfile.TarInfo):
-    """A TarInfo that notes on its archive why reading headers stopped: tarfile ends an archive alike at
-    a zero block (its proper end), a cut header and a garbage block."""
+    """A TarInfo that notes on its archive each header block it could not read, as (offset, error): with
+    `ignore_zeros` tarfile passes over zero blocks (the end-of-archive marker) and garbled blocks alike,
+    and stops at a cut one or the end of the file; these notes tell them apart."""
 
     @classmethod
     def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
         try:
             return super().fromtarfile(tar)
         except Exception as e:
-            tar.stopped_by = e  # type: ignore[attr-defined]
+            tar.__dict__.setdefault("unread", []).append((tar.offset, e))
             raise
 
 
 class _TarFiles:
     """The files of one shard in order, as (name, data) pairs (data None: the shard is cut inside it;
-    `data=False`: headers only, data b""). Once read, `damage` says why the tar is unreadable from some
-    byte on ("" if it ends with its end-of-archive marker, two zero blocks)."""
+    `data=False`: headers only, data b""). After garbled blocks, reading goes on at the next block that
+    is a valid header (as `tar --ignore-zeros`). Once read, `damage` says what was unreadable ("" if
+    nothing, and the tar ends with its end-of-archive marker, two zero blocks)."""
 
     def __init__(self, url: str, data: bool = True):
         self.url, self.data, self.damage = url, data, ""
@@ -110,10 +112,12 @@ class _TarFiles:
             compressed = fileobj.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))
             fileobj.seek(0)
             size = None if compressed else os.fstat(fileobj.fileno()).st_size
-        tar = None
+        tar, end = None, 0  # end: where the end-of-archive marker must start, after the last file's data
         try:
-            tar = tarfile.open(fileobj=fileobj, mode="r|*" if size is None else "r:", tarinfo=_Header)
+            tar = tarfile.open(fileobj=fileobj, mode="r|*" if size is None else "r:", tarinfo=_Header,
+                               ignore_zeros=True)
             for member in tar:
+                end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                 name = member.name
                 if not member.isreg() or "/" not in name and name.startswith("__") and name.endswith("__"):
                     continue  # webdataset skips these too
@@ -130,11 +134,13 @@ class _TarFiles:
                     return
                 yield name, data
                 tar.members = []  # tarfile keeps every header otherwise
-            stop = getattr(tar, "stopped_by", None)
-            if not isinstance(stop, tarfile.EOFHeaderError):
-                self.damage = f"unreadable from byte {tar.offset} ({stop or 'cut'})"
-            elif tar.fileobj.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
-                self.damage = f"cut inside its end-of-archive marker at byte {tar.offset}"
+            unread = tar.__dict__.get("unread", [])
+            garbled = [at for at, e in unread if isinstance(e, tarfile.InvalidHeaderError)]
+            zeros = {at for at, e in unread if isinstance(e, tarfile.EOFHeaderError)}
+            if garbled:
+                self.damage = f"{len(garbled)} unreadable block(s) of 512 bytes, the first at byte {garbled[0]}"
+            elif not {end, end + tarfile.BLOCKSIZE} <= zeros:
+                self.damage = f"cut off after byte {end}, where its end-of-archive marker should be"
         except _READ_ERRORS as e:
             self.damage = f"unreadable from byte {0 if tar is None else tar.offset}: {e!r}"
         finally:

@@ -456,3 +456,18 @@ def test_resume_needs_the_same_number_of_workers(shards):
     resumed = make(1)
     resumed.load_state_dict(run.state_dict())
     assert head + rows(resumed) == full
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_samples_after_a_garbled_block_are_kept(shards, workers):
+    urls, n = shards([5, 2])
+    with tarfile.open(urls[0]) as tar:
+        first = [m for m in tar.getmembers() if m.name.startswith("k00002")][0]
+    with open(urls[0], "r+b") as f:  # the headers (pax and ustar) of k2's first file: k2 loses a field
+        f.seek(first.offset)
+        f.write(os.urandom(first.offset_data - first.offset))
+    loader = CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), num_workers=workers)
+    got, messages = _read_all(loader)
+    assert sorted(got) == [0, 1, 3, 4, 5, 6] and len(loader) == 3
+    assert loader.stats.bad_shards == 1 and loader.stats.skipped_samples == 1
+    assert len(messages) == 1 and messages[0].startswith(urls[0])
