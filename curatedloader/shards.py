@@ -13,6 +13,9 @@ worker was reading.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import random
 import sys
@@ -22,7 +25,7 @@ import zlib
 from collections import Counter, deque
 from dataclasses import dataclass
 from itertools import count, islice
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -95,6 +98,19 @@ class _Header(tarfile.TarInfo):
             raise
 
 
+def _open_shard(url: str, headers_only: bool) -> tuple[IO[bytes], Optional[int]]:
+    """A shard's tar bytes (a local file decompressed here, so that a cut compressed stream raises) and,
+    for a local uncompressed tar read for headers only, its size: random access then skips the data."""
+    if not os.path.exists(url):
+        return wds.gopen(url), None  # tarfile detects the compression
+    with open(url, "rb") as f:
+        magic = f.read(6)
+    for prefix, opener in ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ", lzma.open)):
+        if magic.startswith(prefix):
+            return opener(url, "rb"), None
+    return open(url, "rb"), os.path.getsize(url) if headers_only else None
+
+
 class _TarFiles:
     """The files of one shard in order, as (name, data) pairs (data None: the shard is cut inside it;
     `data=False`: headers only, data b""). After garbled blocks, reading goes on at the next block that
@@ -105,17 +121,11 @@ class _TarFiles:
         self.url, self.data, self.damage = url, data, ""
 
     def __iter__(self) -> Iterator[tuple[str, Optional[bytes]]]:
-        local = os.path.exists(self.url)
-        fileobj = open(self.url, "rb") if local else wds.gopen(self.url)
-        size = None  # headers only, of a local uncompressed tar: random access skips the data
-        if local and not self.data:
-            compressed = fileobj.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))
-            fileobj.seek(0)
-            size = None if compressed else os.fstat(fileobj.fileno()).st_size
+        fileobj, size = _open_shard(self.url, headers_only=not self.data)
         tar, end = None, 0  # end: where the end-of-archive marker must start, after the last file's data
         try:
-            tar = tarfile.open(fileobj=fileobj, mode="r|*" if size is None else "r:", tarinfo=_Header,
-                               ignore_zeros=True)
+            mode = "r:" if size is not None else "r|" if os.path.exists(self.url) else "r|*"
+            tar = tarfile.open(fileobj=fileobj, mode=mode, tarinfo=_Header, ignore_zeros=True)
             for member in tar:
                 end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                 name = member.name
@@ -124,10 +134,11 @@ class _TarFiles:
                 if size is not None:  # the data is there if the file reaches its end
                     data = b"" if member.offset_data + member.size <= size else None
                 else:
-                    try:
-                        data = tar.extractfile(member).read() if self.data else b""
+                    try:  # read even for headers only: a stream tells a cut in the data only so
+                        data = tar.extractfile(member).read()
                     except _READ_ERRORS:
                         data = None
+                    data = data if self.data or data is None else b""
                 if data is None:
                     self.damage = f"cut off inside {name!r} (its data starts at byte {member.offset_data})"
                     yield name, None

@@ -471,3 +471,24 @@ def test_samples_after_a_garbled_block_are_kept(shards, workers):
     assert sorted(got) == [0, 1, 3, 4, 5, 6] and len(loader) == 3
     assert loader.stats.bad_shards == 1 and loader.stats.skipped_samples == 1
     assert len(messages) == 1 and messages[0].startswith(urls[0])
+
+
+@FAST
+@given(data=st.data())
+def test_a_gzipped_shard_cut_anywhere_keeps_a_prefix_and_counts_the_cut(shards, data):
+    import gzip
+
+    urls, n = shards([4, 2])
+    with open(urls[0], "rb") as f:
+        packed = gzip.compress(f.read())
+    os.remove(urls[0])
+    cut = data.draw(st.integers(0, 2**16 - 1), label="cut") * len(packed) >> 16  # its length varies with mtimes
+    with open(urls[0][: -len(".tar")] + ".tgz", "wb") as f:
+        f.write(packed[:cut])
+    urls = expand_urls(os.path.dirname(urls[0]))
+    loader = CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), shuffle=False)
+    got, messages = _read_all(loader)
+    kept = sorted(set(got) - {4, 5})
+    assert kept == list(range(len(kept))) and len(got) == len(set(got)) and {4, 5} <= set(got)
+    assert len(got) == sum(count_samples(u, fields=("npy", "cls")) for u in urls)
+    assert loader.stats.bad_shards == 1 and [m.split(":")[0] for m in messages] == [urls[0]]  # s000.tgz
