@@ -128,10 +128,11 @@ class CuratedLoader:
     file's path); `class_weights` (a [K] tensor, e.g. the live `GroupDRO.weights`) adds per-sample
     weights under the name "weight", looked up by the class in `target_key`.
 
-    >>> loader = CuratedLoader(dataset, batch_size=64, filter_ratio=0.8,
-    ...                        scorer=CrossEntropyScorer(model, reference_losses=table))
-    >>> for x, y in loader:
-    ...     train_step(x, y)
+    >>> from torch.utils.data import TensorDataset
+    >>> dataset = TensorDataset(torch.randn(100, 3), torch.randint(0, 2, (100,)))
+    >>> loader = CuratedLoader(dataset, batch_size=10, filter_ratio=0.5, scorer=lambda batch: batch[0][:, 0])
+    >>> [len(y) for x, y in loader], len(loader)
+    ([10, 10, 10, 10, 10], 5)
     """
 
     def __init__(
@@ -227,9 +228,9 @@ class CuratedLoader:
 
     @classmethod
     def from_shards(cls, urls: Any, batch_size: int, **kwargs: Any) -> "CuratedLoader":
-        """A CuratedLoader over WebDataset tar shards; see `curatedloader.shards.from_shards`.
+        """A CuratedLoader over WebDataset tar shards; see `curatedloader.shards.from_shards`::
 
-        >>> loader = CuratedLoader.from_shards("data/train-{000000..000099}.tar", 256, to_tuple=("jpg", "cls"))
+            loader = CuratedLoader.from_shards("data/train-{000000..000099}.tar", 256, to_tuple=("jpg", "cls"))
         """
         from .shards import from_shards
 
@@ -389,7 +390,12 @@ class CuratedLoaderIterator:
         seed = loader.seed
         self.rng = None
         if curation.scorer is not None:
-            base = seed if seed is not None else derive_seed(draw_seed(), _CURATION)
+            if seed is not None:
+                base = seed
+            elif loader.generator is not None:  # its seed, without drawing from it (DataLoader's draws stay)
+                base = derive_seed(loader.generator.initial_seed(), _CURATION)
+            else:
+                base = derive_seed(draw_seed(), _CURATION)
             self.rng = Generators(base, self.rank, self.epoch)
             if resume:
                 self.rng.load_state_dict(pending["loader"]["rng"])

@@ -151,7 +151,9 @@ class _Chunks(Sampler):
         return 0 if run is None else -(-(len(run.order()) - run.position) // max(1, run.epoch.chunk(0)))
 
     def __iter__(self) -> Iterator[list[int]]:
-        return self._chunks(self.source.current)  # bound now: DataLoader calls iter() when an iteration starts
+        # bound now (DataLoader calls iter() when an iteration starts), weakly: the run holds the DataLoader
+        # iterator that holds this generator, and a cycle would keep persistent workers alive
+        return self._chunks(weakref.proxy(self.source.current))
 
     def _chunks(self, run: "_MapRun") -> Iterator[list[int]]:
         ep, order, i, k = run.epoch, run.order(), run.position, 0

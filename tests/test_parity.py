@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from curatedloader import CuratedLoader, Early, Scores, Steps, TopK
+from test_loader import Stream
 
 fast = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -122,17 +123,6 @@ def test_a_failed_selection_step_consumes_nothing():
 
 
 # ---- iterable datasets, collates, workers ------------------------------------------------------
-
-class Stream(IterableDataset):
-    def __init__(self, n: int):
-        self.n = n
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
-        for i in range(wid, self.n, nw):
-            yield torch.tensor(float(i)), torch.tensor(i)
-
 
 @pytest.mark.parametrize("workers, drop_last", [(0, False), (2, False), (2, True)])
 def test_iterable_dataset_is_batched_within_each_workers_stream(workers, drop_last):

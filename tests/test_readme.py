@@ -14,7 +14,7 @@ BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8")
 def heading(block: str) -> str:
     """The README section a block stands in, for the test id."""
     text = README.read_text(encoding="utf-8")
-    before = text[: text.index(block)]
+    before = re.sub(r"^```.*?^```", "", text[: text.index(block)], flags=re.S | re.M)  # comments in code aren't headings
     titles = re.findall(r"^#+ (.+)$", before, re.M)
     return re.sub(r"\W+", "-", titles[-1] if titles else "top").strip("-").lower()
 
