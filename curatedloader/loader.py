@@ -416,19 +416,18 @@ class CuratedLoader:
         if differ:
             raise ValueError("state was saved with another configuration: " + ", ".join(differ)
                              + "; resuming would repeat or skip samples")
+        if saved["in_epoch"]:  # first: the source checks its own state (shard list, workers) before any change
+            self._source.load_state_dict(state["source"])
         self._curation.load_state_dict(state["curation"])
         self.stats.load(state["stats"])
         self._dropped = None
         self._next_epoch, self._step = saved["epoch"], saved["step"]
         self._pending = state if saved["in_epoch"] else None
-        if saved["in_epoch"]:
-            self._source.load_state_dict(state["source"])
         if self._live is not None and not self._live.done:
             if saved["in_epoch"]:
                 self._live.restart()  # the live iterator goes on from the saved position
             else:
                 self._live.done = True  # the saved epoch is complete: the next iter() runs the next one
-
 
     def _resizable(self) -> bool:
         return isinstance(self._source, MapSource) and self._source.resizable()
