@@ -1,0 +1,56 @@
+"""Time and peak memory of each stage of a pruning run (for summary.json and benchmarks/prune_scale.py)."""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import threading
+import time
+
+
+def rss() -> int:
+    """Resident memory of this process in bytes (Linux: /proc/self/statm; elsewhere the peak so far)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+class PeakRSS:
+    """Wall time and peak resident memory while the block runs, sampled every `interval` seconds in a
+    thread: `.seconds`, `.peak` (bytes), `.extra` (peak above the level at entry).
+
+    >>> with PeakRSS() as m:
+    ...     x = bytearray(1 << 26)
+    >>> m.extra >= 0 and m.seconds >= 0
+    True
+    """
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+
+    def __enter__(self) -> PeakRSS:
+        self.base = self.peak = rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        self._t0 = time.perf_counter()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, rss())
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._t0
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss())
+        self.extra = self.peak - self.base
+
+    def row(self) -> dict:
+        """{"seconds", "peak_rss_gib", "extra_rss_gib"} rounded for a summary."""
+        return {"seconds": round(self.seconds, 3), "peak_rss_gib": round(self.peak / 2**30, 3),
+                "extra_rss_gib": round(self.extra / 2**30, 3)}
