@@ -23,7 +23,7 @@ EXACT_MAX = 20_000
 IVF_FLAT_MAX = 200_000
 NLIST_PER_SQRT_N = 4
 NPROBE = 4
-PQ_NPROBE, PQ_K_FACTOR = 8, 4  # ivf-pq: lists probed, candidates re-ranked per neighbour asked
+PQ_NPROBE, PQ_K_FACTOR = 8, 10  # ivf-pq: lists probed, candidates re-ranked per neighbour asked
 BLOCK = 65536
 ROUTES = ("exact", "ivf-flat", "ivf-pq")
 

@@ -1,7 +1,6 @@
 """Time and peak memory of each stage of a pruning run (for summary.json and benchmarks/prune_scale.py)."""
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import threading
@@ -9,11 +8,13 @@ import time
 
 
 def rss() -> int:
-    """Resident memory of this process in bytes (Linux: /proc/self/statm; elsewhere the peak so far)."""
+    """Anonymous resident memory of this process in bytes: what it holds, not counting file pages of
+    memory-mapped features (the kernel can drop those). Linux: /proc/self/status; elsewhere the peak
+    resident memory so far."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
+    except (OSError, StopIteration):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024
 
@@ -51,6 +52,6 @@ class PeakRSS:
         self.extra = self.peak - self.base
 
     def row(self) -> dict:
-        """{"seconds", "peak_rss_gib", "extra_rss_gib"} rounded for a summary."""
+        """{"seconds", "peak_rss_gib", "extra_rss_gib"} (anonymous memory, see `rss`) for a summary."""
         return {"seconds": round(self.seconds, 3), "peak_rss_gib": round(self.peak / 2**30, 3),
                 "extra_rss_gib": round(self.extra / 2**30, 3)}
