@@ -1,5 +1,6 @@
 """Pruning end to end: encode with a tiny random open_clip model (no download), resume, shards, the CLI."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -185,6 +186,16 @@ def test_random_init_is_seeded_and_needs_no_checkpoint(tiny, image_folder, tmp_p
         assert main([str(image_folder), "--encoder", tiny[0], "--random-init", "--out", str(out), "--no-progress"]) == 0
     np.testing.assert_array_equal(np.load(runs[0] / "features.npy"), np.load(runs[1] / "features.npy"))
     assert load_keep(runs[0] / "keep.txt").tolist() == load_keep(runs[1] / "keep.txt").tolist()
+
+
+def test_every_long_stage_shows_progress(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32))
+    assert main([str(tmp_path / "x.npy"), "--score", "knn", "--dedup", "0.05", "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    for bar in ("kNN index", "kNN search", "k-means", "assign", "dedup"):
+        assert re.search(rf"{bar}:\s+\d+%\|[^\r]*\| \d+/\d+ \[\d\d:\d\d<", err), bar  # a bar: n/total [elapsed<ETA
+    assert main([str(tmp_path / "x.npy"), "--score", "prototype", "--out", str(tmp_path / "p"), "--no-progress"]) == 0
+    assert "k-means" not in capsys.readouterr().err
 
 
 def test_cli_errors(tiny, image_folder, tmp_path, capsys):

@@ -1,13 +1,18 @@
 """Features: encode a dataset or WebDataset shards into a float32 [N, d] array, resumably on disk.
 
 On disk (`out` directory): `features.npy` (memory-mapped), `ids.txt` (keep-list format, see curatedloader/keeplist.py)
-and, while an encode is unfinished, `encode.partial.json` recording how many rows are written. A run with
-the same `out` resumes after the last written row; a finished `out` is loaded, not recomputed.
+and, while an encode is unfinished, `encode.partial.json` recording how many rows are written; all three
+keyed in `manifest.json` by the encoder and the source (see cache.py). A run with the same `out`, encoder
+and source resumes after the last written row; a finished one is loaded, not recomputed.
+
+Under torch.distributed (e.g. torchrun), each rank encodes a contiguous share of the rows into its own
+`part-RRRRR-of-WWWWW/` directory (resumable per rank), and rank 0 merges the parts in id order.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,22 +107,58 @@ def encode(source, encoder, *, batch_size: int = 256, device=None, out: str | os
         raise ValueError(f"num_workers: shards are read in order in this process; expected 0, got {num_workers}")
     made_by = {**encoder_identity(encoder), "source": _source_identity(source)}
     key = digest(made_by)
-    done, run = 0, None
-    if out is not None:
-        run = RunDir(out, recompute=recompute)
+    kw = dict(batch_size=batch_size, device=device, progress=progress, num_workers=num_workers)
+    rank, world = _rank_world()
+    if out is None or world == 1:
+        return _encode_share(source, encoder, out and RunDir(out, recompute=recompute), key, made_by, (0, 1), **kw)
+    run = RunDir(out, recompute=recompute)
+    entries = run.manifest
+    if all(entries.get(name, {}).get("key") == key and (run.path / name).exists() for name in (FEATURES, IDS)) \
+            and not (run.path / MARKER).exists():  # merged by an earlier run (checked read-only: ranks race)
+        return Features.load(out)
+    part = RunDir(run.path / _part(rank, world), recompute=recompute)
+    _encode_share(source, encoder, part, digest(key, rank, world), {**made_by, "part": f"{rank} of {world}"},
+                  (rank, world), **kw)
+    import torch.distributed as dist
+
+    dist.barrier()
+    if rank == 0:
+        _merge(run, key, made_by, world)
+    dist.barrier()
+    return Features.load(out)
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _part(rank: int, world: int) -> str:
+    return f"part-{rank:05d}-of-{world:05d}"
+
+
+def _encode_share(source, encoder, run: RunDir | None, key: str, made_by: dict, share: tuple[int, int], *,
+                  batch_size: int, device, progress: bool, num_workers: int) -> Features:
+    """Encode rank `share[0]`'s contiguous share of `share[1]` of the source's rows into `run` (or memory)."""
+    done = 0
+    if run is not None:
         fresh = [run.check(name, key, made_by) for name in (FEATURES, IDS, MARKER)]
         if fresh == [True, True, False]:
-            return Features.load(out)
+            return Features.load(run.path)
         if fresh[1] and fresh[2]:  # an unfinished encode of this encoder and source: resume it
             done = json.loads((run.path / MARKER).read_text())["done"] if fresh[0] else 0
         if not done:
             for name in (FEATURES, IDS, MARKER):
                 run.discard(name)
     fn, preprocess, module = as_encoder(encoder, device)
-    ids, rows = _source(source, preprocess)
-    n = len(ids)
-    if n == 0:
-        raise ValueError("source: no samples")
+    all_ids, rows = _source(source, preprocess)
+    if len(all_ids) < share[1]:
+        raise ValueError(f"source: {len(all_ids)} samples, fewer than the {share[1]} ranks encoding them")
+    lo, hi = (len(all_ids) * share[0] // share[1], len(all_ids) * (share[0] + 1) // share[1])
+    ids, n = all_ids[lo:hi], hi - lo
     if device is None:
         p = next(module.parameters(), None) if module is not None else None
         device = p.device if p is not None else "cpu"
@@ -127,10 +168,11 @@ def encode(source, encoder, *, batch_size: int = 256, device=None, out: str | os
             save_keep(run.path / IDS, ids)
             run.record(IDS, key, made_by)
             _mark(run, 0, key, made_by)
-        else:
+        elif n:
             array = np.load(run.path / FEATURES, mmap_mode="r+")
-    loader = DataLoader(rows(done), batch_size=batch_size, num_workers=num_workers)
-    with tqdm(total=n, initial=done, disable=not progress, desc="encode", unit="sample") as bar, \
+    loader = DataLoader(rows(lo + done, hi), batch_size=batch_size, num_workers=num_workers)
+    desc = "encode" if share[1] == 1 else f"encode rank {share[0]}"
+    with tqdm(total=n, initial=done, disable=not progress, desc=desc, unit="sample") as bar, \
             torch.inference_mode(), _eval(module):
         for batch_ids, images in loader:
             f = fn(images.to(device)).float().cpu().numpy()
@@ -138,9 +180,9 @@ def encode(source, encoder, *, batch_size: int = 256, device=None, out: str | os
                 raise ValueError(f"encoder: expected [{len(images)}, d] features, got shape {f.shape}")
             got = batch_ids.tolist() if torch.is_tensor(batch_ids) else list(batch_ids)
             if got != list(ids[done:done + len(f)]):
-                raise ValueError(f"source: samples changed since encoding started (at row {done})")
+                raise ValueError(f"source: samples changed since encoding started (at row {lo + done})")
             if not np.isfinite(f).all():
-                raise ValueError(f"encoder: non-finite features in rows {done}..{done + len(f) - 1}")
+                raise ValueError(f"encoder: non-finite features in rows {lo + done}..{lo + done + len(f) - 1}")
             if array is None:
                 shape = (n, f.shape[1])
                 array = (np.lib.format.open_memmap(run.path / FEATURES, mode="w+", dtype=np.float32, shape=shape)
@@ -148,8 +190,8 @@ def encode(source, encoder, *, batch_size: int = 256, device=None, out: str | os
                 if run is not None:
                     run.record(FEATURES, key, made_by)
             elif f.shape[1] != array.shape[1]:  # resuming with an encoder that changed under the same key
-                raise ValueError(f"encoder: gives {f.shape[1]}-d features; the unfinished encode in {out} holds "
-                                 f"{array.shape[1]}-d ones: resume with its encoder, or choose another out")
+                raise ValueError(f"encoder: gives {f.shape[1]}-d features; the unfinished encode in {run.path} "
+                                 f"holds {array.shape[1]}-d ones: resume with its encoder, or choose another out")
             array[done:done + len(f)] = f
             done += len(f)
             if run is not None:
@@ -162,7 +204,29 @@ def encode(source, encoder, *, batch_size: int = 256, device=None, out: str | os
         return Features(array, ids, key)
     del array
     run.discard(MARKER)
-    return Features.load(out)
+    return Features.load(run.path)
+
+
+def _merge(run: RunDir, key: str, made_by: dict, world: int) -> None:
+    """Rank 0: concatenate the ranks' parts (contiguous shares, so in id order) into `run`, then drop them."""
+    parts = [Features.load(run.path / _part(r, world)) for r in range(world)]
+    for name in (FEATURES, IDS, MARKER):
+        run.check(name, key, made_by)  # says so when it replaces features of other inputs
+    array = np.lib.format.open_memmap(run.path / FEATURES, mode="w+", dtype=np.float32,
+                                      shape=(sum(map(len, parts)), parts[0].array.shape[1]))
+    start = 0
+    for part in parts:
+        for s in range(0, len(part), CHUNK):
+            block = part.array[s:s + CHUNK]
+            array[start + s:start + s + len(block)] = block
+        start += len(part)
+    array.flush()
+    del array
+    save_keep(run.path / IDS, np.concatenate([p.ids for p in parts]))
+    run.record(FEATURES, key, made_by)
+    run.record(IDS, key, made_by)
+    for r in range(world):
+        shutil.rmtree(run.path / _part(r, world))
 
 
 def _mark(run: RunDir, done: int, key: str, made_by: dict) -> None:
@@ -201,10 +265,10 @@ class _Rows(Dataset):
 
 
 def _source(source, preprocess):
-    """(ids, rows) where rows(start) is a dataset of (id, image) from row `start` on."""
+    """(ids, rows) where rows(start, stop) is a dataset of (id, image) of rows start:stop."""
     if isinstance(source, Dataset) and hasattr(source, "__len__"):
         rows = _Rows(source, preprocess)
-        return np.arange(len(source)), lambda start: Subset(rows, range(start, len(rows)))
+        return np.arange(len(source)), lambda start, stop: Subset(rows, range(start, stop))
     if isinstance(source, str) or (isinstance(source, (list, tuple)) and all(isinstance(u, str) for u in source)):
         return _shards(source, preprocess)
     raise ValueError(f"source: expected a map-style Dataset or shard url(s), got {type(source).__name__}")
@@ -243,4 +307,4 @@ def _shards(urls, preprocess):
 
     ids = [sample_id(s) for s in wds.WebDataset(urls, shardshuffle=False)]
     decode = "pil" if preprocess else "torchrgb"
-    return ids, lambda start: wds.WebDataset(urls, shardshuffle=False).slice(start, None).decode(decode).map(row)
+    return ids, lambda start, stop: wds.WebDataset(urls, shardshuffle=False).slice(start, stop).decode(decode).map(row)
