@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,11 @@ A rerun reuses outputs whose inputs are unchanged, recomputes the others (saying
 when --dedup is off now).
 
 No weights at hand? --random-init encodes with random weights: everything runs, nothing is chosen
-for a reason; use it to try the pipeline."""
+for a reason; use it to try the pipeline.
+
+Under torchrun (torchrun --nproc-per-node 4 -m curatedloader.cli prune ...), each rank encodes a
+contiguous share of SOURCE into OUT/part-RRRRR-of-WWWWW/ (resumable per rank); rank 0 merges the
+parts in id order and runs the later stages alone."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,8 +110,10 @@ def _prune(args) -> None:
     _check(args)
     run = RunDir(args.out, recompute=not args.no_recompute)
     profile: dict[str, dict] = {}
-    with PeakRSS() as m:
+    with _ranks(args), PeakRSS() as m:
         feats, groups, groups_from = _features(args, run)
+    if int(os.environ.get("RANK", 0)):
+        return  # under torchrun the ranks encode their shares; rank 0 merges them and goes on alone
     profile["encode"] = m.row()
     if args.groups:
         groups, groups_from = np.load(_file(args.groups, "--groups")), {"groups": listing([args.groups])}
@@ -185,6 +192,24 @@ def _features(args, run: RunDir) -> tuple[Features, np.ndarray | None, dict]:
             return feats, np.array(dataset.targets), {"groups": f"classes of {args.source}"}
         _log(f"encoding shards {args.source}")
         return encode(args.source, encoder, **kw), None, {}
+
+
+@contextmanager
+def _ranks(args):
+    """Under torchrun (WORLD_SIZE > 1): a process group for encoding, each rank on its own GPU if cuda."""
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        yield
+        return
+    import torch.distributed as dist
+
+    cuda = (args.device or "").startswith("cuda")
+    if cuda:
+        args.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def _check(args) -> None:

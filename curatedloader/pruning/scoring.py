@@ -4,8 +4,8 @@
   k centroids (default min(1000, ⌈√N⌉)).
 - gaussian: log-density under a Gaussian with Ledoit-Wolf shrinkage covariance (DeVries et al. 2020,
   "Instance Selection for GANs"); within a group it ranks exactly as −Mahalanobis distance.
-- knn: cosine similarity to the k-th nearest neighbour (default k = 10), a density estimate; exact
-  search up to `index.EXACT_MAX` rows, IVF beyond.
+- knn: cosine similarity to the k-th nearest neighbour (default k = 10), a density estimate; the
+  index takes a route by size (`index.knn_route`: exact, IVF-flat, or IVF-HNSW with PQ codes).
 
 With `groups`, each group is scored on its own (its own centroids, Gaussian or neighbours).
 """
@@ -24,7 +24,8 @@ KNN_K = 10  # the neighbour rank of the knn score by default
 
 def score(features, method: str = "prototype", *, groups=None, k: int | None = None, seed: int = 0,
           progress: bool = False) -> np.ndarray:
-    """float64 [N] scores of `features` (Features or [N, d] floats), higher = more typical.
+    """float64 [N] scores of `features` (Features or [N, d] floats, memory-mapped is fine: read in blocks),
+    higher = more typical; `progress` shows a bar per long step.
 
     >>> s = score(feats, "gaussian", groups=labels)
     >>> s = score(feats, "knn", k=10)
