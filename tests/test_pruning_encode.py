@@ -146,6 +146,8 @@ def test_cli_end_to_end(tiny, image_folder, tmp_path, capsys):
     assert main([str(tmp_path / "features.npy"), "--keep", "3", "--score", "knn", "--k", "2",
                  "--strategy", "easy", "--out", str(features_only)]) == 0
     assert len(load_keep(features_only / "keep.txt")) == 3
+    assert main([str(tmp_path / "features.npy"), "--keep", "3", "--out", str(tmp_path)]) == 0  # its own features
+    assert np.load(tmp_path / "features.npy").shape == (13, 16) and len(load_keep(tmp_path / "keep.txt")) == 3
 
 
 def test_rerun_with_another_encoder_recomputes_and_leaves_nothing_stale(tiny, image_folder, tmp_path, capsys):

@@ -174,7 +174,8 @@ def _features(args, run: RunDir) -> tuple[Features, np.ndarray | None, dict]:
     """(features, the image folder's classes or None, what the classes came from)."""
     if args.source.endswith(".npy"):
         array = np.load(args.source, mmap_mode="r")
-        run.remove_except((), ENCODE_OUTPUTS)  # features of an earlier encode here are not these
+        if Path(args.source).resolve() != (run.path / FEATURES).resolve():  # unless they are the source
+            run.remove_except((), ENCODE_OUTPUTS)  # features of an earlier encode here are not these
         return Features(array, np.arange(len(array)), digest(listing([args.source]))), None, {}
     if args.random_init:
         _log(f"encoder {args.encoder} with random weights (--random-init): the pipeline runs, its choices mean nothing")
