@@ -1,6 +1,7 @@
 """Time and peak memory of each stage of a pruning run (for summary.json and benchmarks/prune_scale.py)."""
 from __future__ import annotations
 
+import ctypes
 import resource
 import sys
 import threading
@@ -19,6 +20,15 @@ def rss() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
+def _release_freed_memory() -> None:
+    """Hand memory freed by earlier stages back to the system (glibc keeps it), so a stage's extra
+    memory is measured from what the process really holds."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 class PeakRSS:
     """Wall time and peak resident memory while the block runs, sampled every `interval` seconds in a
     thread: `.seconds`, `.peak` (bytes), `.extra` (peak above the level at entry).
@@ -33,6 +43,7 @@ class PeakRSS:
         self.interval = interval
 
     def __enter__(self) -> PeakRSS:
+        _release_freed_memory()
         self.base = self.peak = rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
