@@ -98,6 +98,8 @@ def encode(source, encoder, *, batch_size: int = 256, device=None, out: str | os
         sizes and mtimes): features made by another encoder or source are recomputed, saying so, or
         with recompute=False refused (ValueError).
     num_workers: DataLoader workers for a map-style Dataset (shards are read in this process).
+    Under torch.distributed with `out`, call it on every rank: each encodes a contiguous share of the
+    rows into out/part-RRRRR-of-WWWWW/ (resumable per rank) and rank 0 merges the parts in id order.
 
     >>> feats = encode(ImageFolder("data/train"), ("ViT-B-32", "vit_b_32.pt"), out="runs/prune")
     >>> feats.array.shape, feats.ids[:2]
