@@ -3,28 +3,39 @@
 Three ways to get the running row/column sums of S: ours (`sigmoid_pair_sums`, Triton), the careful
 PyTorch version (the op's reference: only the newly chosen columns of S, [B, b/16] at a time), and
 the materialised B×B matrix S (built once per selection, then indexed) where it fits. Every way runs
-the same `chunked_selection` loop with the same seed. Also checks ours against PyTorch on one chunk and
-that two runs of ours pick the same samples. Writes a table (stdout) and a PNG of time vs B.
+the same `chunked_selection` loop with the same seed. Time: `curatedloader.bench.measure` (one warm-up
+call for compilation, CUDA-synchronised); peak extra memory: `bench.peak_memory` over one more call
+(allocated on CUDA, resident set on the CPU). Ours also carries its max abs difference from PyTorch on one
+chunk, whether two runs pick the same samples, and the verdict against the aims (H100: B=32,768 in
+<= 5 ms; B=163,840 in <= 80 ms with < 1 GiB extra). Rows go to OUT/jest_selection.jsonl (written as each B
+ends), the plot of time vs B to OUT/jest_selection.png.
 
-    python benchmarks/jest_selection.py                      # needs a CUDA GPU
-    TRITON_INTERPRET=1 python benchmarks/jest_selection.py --cpu-smoke   # tiny sizes, checks the script
+    python benchmarks/jest_selection.py --out benchmarks/results   # needs a CUDA GPU
+    python benchmarks/jest_selection.py --cpu-smoke                 # tiny sizes, Triton interpreter: checks the script
 """
 from __future__ import annotations
 
 import argparse
 import os
-import tempfile
-import time
+import sys
+
+if "--cpu-smoke" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the kernel's @triton.jit
 
 import torch
 import torch.nn.functional as F
 
+from curatedloader import bench
 from curatedloader.scoring import PairScores
-from curatedloader.scoring.siglip import chunked_selection
-from curatedloader.selection import gumbel_topk
+from curatedloader.selection import chunked_selection, gumbel_topk
 
-AIMS = {32768: "5 ms", 163840: "80 ms, < 1 GiB"}  # H100 aims from issues 6 and 16
+NAME = "jest_selection"
+AIMS = {32768: (5.0, None), 163840: (80.0, 1024.0)}  # B: (ms, extra MiB); H100 aims from issues 6 and 16
 PARAMS = dict(learner_scale=10.0, learner_bias=-10.0, reference_scale=12.0, reference_bias=-9.0)
+WAYS = {"triton": "ours (Triton)", "torch": "careful PyTorch", "materialised": "materialised S"}
+# the columns RESULTS.md shows of these rows
+COLUMNS = ["B", "way", "select_ms", "select_q1_ms", "select_q3_ms", "peak_extra_mib", "max_abs_diff", "same_picks",
+           "aim", "aim_met"]
 
 
 def embeddings(B: int, d: int, device: str, dtype: torch.dtype) -> dict:
@@ -52,27 +63,52 @@ def select(s: PairScores, way: str, k: int, n_chunks: int) -> torch.Tensor:
     return chunked_selection(s.values(), pair_sums, k, n_chunks, draw)
 
 
-def measure(fn, cuda: bool, reps: int) -> tuple[float, float, object]:
-    """(median ms, peak extra GiB, last result) of fn(), after one warm-up call (compilation)."""
-    out = fn()
-    times = []
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        out = fn()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(1e3 * (time.perf_counter() - t0))
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**30 if cuda else float("nan")
-    return sorted(times)[len(times) // 2], peak, out
-
-
 def fits_materialised(B: int, cuda: bool) -> bool:
     free = torch.cuda.mem_get_info()[0] if cuda else 2**31
     return 6 * 4 * B * B < free  # S and its fp32 temporaries
+
+
+def aim(B: int, ms: float, extra_mib: float) -> dict:
+    """Ours against the aim set for B, if any."""
+    if B not in AIMS:
+        return {"aim": None, "aim_met": None}
+    aim_ms, aim_mib = AIMS[B]
+    text = f"<= {aim_ms:g} ms" + (f", < {aim_mib / 1024:g} GiB extra" if aim_mib else "")
+    return {"aim": text, "aim_met": ms <= aim_ms and (aim_mib is None or extra_mib < aim_mib)}
+
+
+def measure_size(B: int, args, device: torch.device) -> list[dict]:
+    """One row per way of selecting k of B (the materialised way only where S fits)."""
+    k = round(B * (1 - args.filter))
+    emb = embeddings(B, args.dim, device.type, torch.bfloat16)
+    chunk = torch.randperm(B, device=device)[: k // args.chunks]
+    rows = []
+    for way in [w for w in WAYS if w != "materialised" or fits_materialised(B, device.type == "cuda")]:
+        s = PairScores(**emb, **PARAMS, impl="torch" if way == "materialised" else way)
+        run = lambda: select(s, way, k, args.chunks)  # noqa: E731
+        t = bench.measure(run, warmup=1, repeats=args.reps, device=device)
+        with bench.peak_memory(device) as mem:
+            picks = run()
+        row = {"B": B, "k": k, "dim": args.dim, "chunks": args.chunks, "filter": args.filter, "way": WAYS[way],
+               **t.row("select"), "peak_extra_mib": mem["device_peak_mib" if device.type == "cuda" else "host_extra_mib"]}
+        if way == "triton":
+            ref = PairScores(**emb, **PARAMS, impl="torch").pair_sums(chunk)
+            row["max_abs_diff"] = max(float((a - b).abs().max()) for a, b in zip(s.pair_sums(chunk), ref))
+            row["same_picks"] = torch.equal(picks, run())
+            row.update(aim(B, t.median, row["peak_extra_mib"]))
+        print(f"B={B} {WAYS[way]}: {t}, peak extra {row['peak_extra_mib']:.3g} MiB", flush=True)
+        rows.append(row)
+    return rows
+
+
+def plot(rows: list[dict], path, label: str) -> None:
+    with bench.figure(path, figsize=(6, 4)) as (fig, ax):
+        for way in dict.fromkeys(r["way"] for r in rows):
+            ax.plot(*zip(*[(r["B"], r["select_ms"]) for r in rows if r["way"] == way]), marker="o", label=way)
+        ax.set(xscale="log", yscale="log", xlabel="super-batch B", ylabel="whole selection (ms)",
+               title=f"Pairwise JEST selection, {rows[0]['chunks']} chunks ({label})")
+        ax.legend()
+    print(f"plot: {path}")
 
 
 def main() -> None:
@@ -82,65 +118,27 @@ def main() -> None:
     p.add_argument("--chunks", type=int, default=16)
     p.add_argument("--filter", type=float, default=0.8)
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--plot", help="PNG path; default benchmarks/jest_selection.png (smoke run: a temp file)")
-    p.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU (Triton under its interpreter)")
+    p.add_argument("--cpu-smoke", action="store_true",
+                   help="tiny sizes on the CPU (Triton under its interpreter): B 32 and 64, d=32, 2 chunks, 1 rep")
+    bench.output_args(p, NAME)
     args = p.parse_args()
-    cuda = torch.cuda.is_available() and not args.cpu_smoke
     if args.cpu_smoke:
-        if os.environ.get("TRITON_INTERPRET") != "1":
-            p.error("--cpu-smoke runs the Triton kernel under its interpreter: set TRITON_INTERPRET=1")
-        args.sizes, args.dim, args.reps = [64, 160], 48, 1
-        args.plot = args.plot or os.path.join(tempfile.gettempdir(), "jest_selection_smoke.png")
-    elif not cuda:
-        p.error("this benchmark needs a CUDA GPU; use --cpu-smoke (with TRITON_INTERPRET=1) to check the script")
-    device = "cuda" if cuda else "cpu"
-    print(f"device: {torch.cuda.get_device_name() if cuda else 'CPU (smoke run)'}; d={args.dim}, bf16, "
-          f"{args.chunks} chunks, filter {args.filter}")
-    print("| B | way | ms | peak extra GiB | aim | max abs diff vs torch (one chunk) | same picks twice |")
-    print("|---|---|---|---|---|---|---|")
-    timings: dict[str, list] = {}
+        args.sizes, args.dim, args.chunks, args.reps = [32, 64], 32, 2, 1
+    elif not torch.cuda.is_available():
+        p.error("this benchmark needs a CUDA GPU; use --cpu-smoke to check the script")
+    device = torch.device("cpu" if args.cpu_smoke else "cuda")
+    print(bench.banner(device))
+    print(f"d={args.dim}, bf16, {args.chunks} chunks, filter {args.filter}")
+    context = bench.context(NAME + ("/cpu-smoke" if args.cpu_smoke else ""), device)
+    path, rows = args.out / f"{NAME}.jsonl", []
     for B in args.sizes:
-        k = round(B * (1 - args.filter))
-        emb = embeddings(B, args.dim, device, torch.bfloat16)
-        chunk = torch.randperm(B, device=device)[: k // args.chunks]
-        ways = [("ours (Triton)", "triton"), ("careful PyTorch", "torch")]
-        if fits_materialised(B, cuda):
-            ways.append(("materialised S", "materialised"))
-        picks = {}
-        for name, way in ways:
-            s = PairScores(**emb, **PARAMS, impl="torch" if way == "materialised" else way)
-            ms, gib, picks[way] = measure(lambda s=s: select(s, way, k, args.chunks), cuda, args.reps)
-            diff = same = ""
-            if way == "triton":
-                ours = s.pair_sums(chunk)
-                ref = PairScores(**emb, **PARAMS, impl="torch").pair_sums(chunk)
-                diff = f"{max(float((a - b).abs().max()) for a, b in zip(ours, ref)):.2e}"
-                same = str(torch.equal(picks[way], select(s, way, k, args.chunks)))
-            aim = AIMS.get(B, "") if way == "triton" else ""
-            print(f"| {B} | {name} | {ms:.1f} | {gib:.2f} | {aim} | {diff} | {same} |", flush=True)
-            timings.setdefault(name, []).append((B, ms))
-            del s
-        del emb
-        if cuda:
-            torch.cuda.empty_cache()
-    plot(timings, args.plot or "benchmarks/jest_selection.png", torch.cuda.get_device_name() if cuda else "CPU smoke")
-
-
-def plot(timings: dict, path: str, label: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, points in timings.items():
-        ax.plot(*zip(*points), marker="o", label=name)
-    ax.set(xscale="log", yscale="log", xlabel="super-batch B", ylabel="whole selection (ms)",
-           title=f"Pairwise JEST selection, 16 chunks ({label})")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"plot: {path}")
+        size_rows = measure_size(B, args, device)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # this B's embeddings went with measure_size's frame
+        bench.write_rows(path, [{**context, **r} for r in size_rows])  # each B as it ends: a cut-off run keeps them
+        rows += size_rows
+    print(f"\n{bench.report([{**context, **r} for r in rows], COLUMNS)}\n\nrows: {path}")
+    plot(rows, args.out / f"{NAME}.png", context["device"])
 
 
 if __name__ == "__main__":

@@ -1,32 +1,33 @@
 """Kernel benchmark: curatedloader.kernels vs eager PyTorch, torch.compile, Liger-Kernel, QuACK, Cut Cross-Entropy.
 
-    python benchmarks/kernels.py                # CUDA GPU: DESIGN's shapes, a Markdown table, benchmarks/kernels.png
-    python benchmarks/kernels.py --cpu-smoke    # no GPU: tiny shapes, Triton under its interpreter, checks the script
+    python benchmarks/kernels.py --out benchmarks/results   # CUDA GPU: DESIGN's shapes
+    python benchmarks/kernels.py --cpu-smoke                # no GPU: tiny shapes, Triton interpreter, checks the script
 
-Reports milliseconds (median, L2 flushed: triton.testing.do_bench), GB/s of compulsory traffic and its share of
-the device's copy bandwidth (measured here with a 1 GiB device-to-device copy), TFLOP/s for the linear op, peak
-extra memory, and max |ours - PyTorch fp32 reference| as a correctness check on the device.
+Per contender: milliseconds (on CUDA `triton.testing.do_bench`, which flushes L2 before each call and times
+with CUDA events; on the CPU `curatedloader.bench.measure`), median and spread; GB/s of compulsory traffic
+(inputs read once + fp32 outputs) and its share of the copy bandwidth measured in the same run (a 1 GiB
+device-to-device copy); TFLOP/s (2·N·H·V) for the linear op; peak extra memory (`bench.peak_memory`: allocated
+beyond the inputs on CUDA, resident set on the CPU). Per case, ours carries max |ours - fp32 PyTorch reference|
+and the verdict against the aims: per-row cross-entropy at >= 90% of the copy bandwidth, linear cross-entropy
+at or above the best peer's TFLOP/s with < 0.1 GiB extra.
 Optional peers, each skipped with a message when not installed: Liger-Kernel (`pip install liger-kernel`),
 QuACK (`pip install quack-kernels`, per-row cross-entropy), Cut Cross-Entropy (`pip install cut-cross-entropy`,
-linear cross-entropy) and PyTorch's own `F.linear_cross_entropy` where this torch has it. Each case ends with
-a line checking ours against the aims: per-row losses at >= 90% of the copy bandwidth, linear cross-entropy
-at or above the best peer's TFLOP/s with < 0.1 GiB extra.
+linear cross-entropy) and PyTorch's own `F.linear_cross_entropy` where this torch has it.
+Rows go to OUT/kernels.jsonl (one per contender and case, written as each case ends), the plot to OUT/kernels.png.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
-import time
 
 if "--cpu-smoke" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the kernels' @triton.jit
 
 import torch
 import torch.nn.functional as F
-import triton
 
+from curatedloader import bench
 from curatedloader.kernels import diffusion_learnability, linear_cross_entropy, per_sample_cross_entropy
 
 try:
@@ -43,7 +44,11 @@ except ImportError:
     cce_linear_cross_entropy = None
 MISSING = [name for name, fn in (("liger-kernel", liger_cross_entropy), ("quack-kernels", quack_cross_entropy),
                                  ("cut-cross-entropy", cce_linear_cross_entropy)) if fn is None]
-CE_AIM_COPY_SHARE, LCE_AIM_EXTRA_GIB = 0.90, 0.1
+NAME = "kernels"
+CE_AIM_COPY_SHARE, LCE_AIM_EXTRA_MIB = 0.90, 0.1 * 1024
+# the columns RESULTS.md shows of these rows
+COLUMNS = ["case", "impl", "fwd_ms", "fwd_q1_ms", "fwd_q3_ms", "gb_s", "copy_share", "tflop_s", "peak_extra_mib",
+           "max_abs_err", "aim", "aim_met"]
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 GPU_CASES = [
@@ -63,31 +68,27 @@ SMOKE_CASES = [
 ]
 
 
-def time_ms(fn, device: torch.device) -> float:
+def time_ms(fn, device: torch.device) -> bench.Timing:
+    """On CUDA, do_bench's per-call times (L2 flushed before each, CUDA events: the harness flushes nothing
+    and its host clock would add launch latency to sub-millisecond kernels); on the CPU, the harness."""
     if device.type == "cuda":
-        return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
-    fn()
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
+        import triton.testing
+
+        return bench.Timing(triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="all"))
+    return bench.measure(fn, warmup=1, repeats=1, device=device)
 
 
-def peak_extra_gib(fn, device: torch.device) -> str:
-    """Memory the call allocates beyond its inputs, at its peak (CUDA only)."""
-    if device.type != "cuda":
-        return "-"
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return f"{(torch.cuda.max_memory_allocated() - base) / 2**30:.2f}"
+def peak_extra_mib(fn, device: torch.device) -> float:
+    """Peak memory of one call beyond what it starts with: allocated on CUDA, resident set on the CPU."""
+    with bench.peak_memory(device) as mem:
+        fn()
+    return mem["device_peak_mib" if device.type == "cuda" else "host_extra_mib"]
 
 
 def copy_bandwidth_gbs(device: torch.device) -> float:
     src = torch.empty(2**28 if device.type == "cuda" else 2**22, device=device)
     dst = torch.empty_like(src)
-    return 2 * src.nbytes / time_ms(lambda: dst.copy_(src), device) / 1e6
+    return 2 * src.nbytes / time_ms(lambda: dst.copy_(src), device).median / 1e6
 
 
 def nbytes(*tensors: torch.Tensor) -> int:
@@ -141,98 +142,92 @@ def build(op: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
     return runs, moved, flops, ours, reference
 
 
-def aim_verdict(op: str, measured: dict, moved: int, flops: int, copy_gbs: float) -> str:
+def aim(op: str, rows: dict[str, dict], flops: int) -> dict:
     """Ours against the aims: per-row cross-entropy at >= 90% of copy bandwidth; linear cross-entropy at or
-    above the best peer's TFLOP/s (eager and torch.compile included) with < 0.1 GiB extra; no aim for diffusion."""
-    ms, extra = measured["ours"]
+    above the best peer's TFLOP/s (eager and torch.compile included) with < 0.1 GiB extra; none for diffusion."""
+    ours = rows["ours"]
+    if op == "cross_entropy":
+        return {"aim": f">= {CE_AIM_COPY_SHARE:.0%} of copy bandwidth", "aim_met": ours["copy_share"] >= CE_AIM_COPY_SHARE}
     if op != "linear_cross_entropy":
-        share = moved / ms / 1e6 / copy_gbs
-        if op != "cross_entropy":
-            return f"{100 * share:.0f}% of copy bandwidth (no aim set)"
-        return f"{100 * share:.0f}% of copy bandwidth (aim {100 * CE_AIM_COPY_SHARE:.0f}%): {'met' if share >= CE_AIM_COPY_SHARE else 'missed'}"
-    best_name, (best_ms, _) = min(((n, m) for n, m in measured.items() if n != "ours"), key=lambda x: x[1][0])
-    fast, small = ms <= best_ms, extra == "-" or float(extra) < LCE_AIM_EXTRA_GIB
-    return (f"{flops / ms / 1e9:.0f} TFLOP/s vs best peer {best_name} {flops / best_ms / 1e9:.0f}, {extra} GiB extra "
-            f"(aim < {LCE_AIM_EXTRA_GIB}): {'met' if fast and small else 'missed'}")
+        return {"aim": None, "aim_met": None}
+    best = min((r for name, r in rows.items() if name != "ours"), key=lambda r: r["fwd_ms"])
+    return {"aim": f">= best peer ({best['impl']}, {best['tflop_s']:.3g} TFLOP/s), < {LCE_AIM_EXTRA_MIB / 1024:.1f} GiB extra",
+            "aim_met": ours["fwd_ms"] <= best["fwd_ms"] and ours["peak_extra_mib"] < LCE_AIM_EXTRA_MIB}
 
 
 def max_error(ours, reference) -> float:
-    first = lambda x: x[0] if isinstance(x, tuple) else x
+    first = lambda x: x[0] if isinstance(x, tuple) else x  # noqa: E731
     return (first(ours()) - first(reference())).abs().max().item()
 
 
-def plot(rows: list[dict], path: str, title: str) -> None:
-    try:
-        import matplotlib
+def measure_case(op: str, shape: tuple[int, ...], dtype_name: str, device: torch.device, copy_gbs: float,
+                 compile_peers: bool) -> list[dict]:
+    """One row per contender of one case (a row with `error` for a peer that fails on it); ours first."""
+    with torch.inference_mode():
+        runs, moved, flops, ours, reference = build(op, shape, DTYPES[dtype_name], device, "triton", compile_peers)
+        case = f"{op} {'x'.join(map(str, shape))} {dtype_name}"
+        rows: dict[str, dict] = {}
+        failed = []
+        for name, fn in runs.items():
+            row = {"case": case, "op": op, "shape": list(shape), "dtype": dtype_name, "impl": name, "copy_gb_s": copy_gbs}
+            try:
+                t = time_ms(fn, device)
+            except Exception as e:  # an optional peer that does not take this shape or dtype
+                failed.append({**row, "error": f"{type(e).__name__}: {e}"})
+                print(f"{case} {name}: failed: {failed[-1]['error']}")
+                continue
+            gbs = moved / t.median / 1e6
+            rows[name] = {**row, **t.row("fwd"), "gb_s": gbs, "copy_share": gbs / copy_gbs,
+                          "tflop_s": flops / t.median / 1e9 if flops else None,
+                          "peak_extra_mib": peak_extra_mib(fn, device)}
+            print(f"{case} {name}: {t}, {gbs:.3g} GB/s ({gbs / copy_gbs:.0%} of copy)")
+        rows["ours"].update(max_abs_err=max_error(ours, reference), **aim(op, rows, flops))
+        print(f"{case}: max |ours - fp32 PyTorch reference| = {rows['ours']['max_abs_err']:.2e}; "
+              f"aim: {rows['ours']['aim'] or 'none set'}, met: {rows['ours']['aim_met']}")
+        del runs
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return [*rows.values(), *failed]
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
-        return
+
+def plot(rows: list[dict], path, title: str) -> None:
+    rows = [r for r in rows if "fwd_ms" in r]
     cases = list(dict.fromkeys(r["case"] for r in rows))
     impls = list(dict.fromkeys(r["impl"] for r in rows))
-    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(cases), 4.5))
     width = 0.8 / len(impls)
-    for k, impl in enumerate(impls):
-        xs, ys = zip(*[(cases.index(r["case"]) + k * width, r["ms"]) for r in rows if r["impl"] == impl])
-        ax.bar(xs, ys, width, label=impl)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))], cases, rotation=20, ha="right", fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("ms (lower is better)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with bench.figure(path, figsize=(2 + 1.6 * len(cases), 4.5)) as (fig, ax):
+        for k, impl in enumerate(impls):
+            xs, ys = zip(*[(cases.index(r["case"]) + k * width, r["fwd_ms"]) for r in rows if r["impl"] == impl])
+            ax.bar(xs, ys, width, label=impl)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))], cases, rotation=20, ha="right", fontsize=7)
+        ax.set(yscale="log", ylabel="ms (lower is better)")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
     print(f"plot: {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on CPU under the Triton interpreter")
-    parser.add_argument("--plot", default=None, help="PNG path (default benchmarks/kernels.png on a GPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
+    bench.output_args(parser, NAME)
     args = parser.parse_args()
     if not args.cpu_smoke and not torch.cuda.is_available():
         sys.exit("benchmarks/kernels.py needs a CUDA GPU; run `python benchmarks/kernels.py --cpu-smoke` for a tiny CPU check")
     device = torch.device("cpu" if args.cpu_smoke else "cuda")
-    impl = "triton"
-    device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores, Triton interpreter)"
-    copy = copy_bandwidth_gbs(device)
-    title = f"{device_name}, copy {copy:.0f} GB/s, {datetime.date.today()}, torch {torch.__version__}, triton {triton.__version__}"
-    print(title)
+    print(bench.banner(device))
     for name in MISSING:
         print(f"{name} not installed: that peer is skipped (pip install {name})")
-    print("| op | shape | dtype | impl | ms | GB/s | % copy | TFLOP/s | peak extra GiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    rows = []
+    copy = copy_bandwidth_gbs(device)
+    print(f"copy bandwidth: {copy:.3g} GB/s")
+    context = bench.context(NAME + ("/cpu-smoke" if args.cpu_smoke else ""), device)
+    path, rows = args.out / f"{NAME}.jsonl", []
     for op, shape, dtype_name in SMOKE_CASES if args.cpu_smoke else GPU_CASES:
-        with torch.inference_mode():
-            runs, moved, flops, ours, reference = build(
-                op, shape, DTYPES[dtype_name], device, impl, compile_peers=not (args.no_compile or args.cpu_smoke)
-            )
-            case = f"{op} {'x'.join(map(str, shape))} {dtype_name}"
-            measured = {}
-            for name, fn in runs.items():
-                try:
-                    ms = time_ms(fn, device)
-                except Exception as e:  # an optional peer that does not take this shape or dtype
-                    print(f"| {op} | {shape} | {dtype_name} | {name} | failed: {type(e).__name__}: {e} |")
-                    continue
-                gbs = moved / ms / 1e6
-                tflops = f"{flops / ms / 1e9:.0f}" if flops else "-"
-                extra = peak_extra_gib(fn, device)
-                measured[name] = (ms, extra)
-                rows.append({"case": case, "impl": name, "ms": ms})
-                print(f"| {op} | {shape} | {dtype_name} | {name} | {ms:.3f} | {gbs:.0f} | {100 * gbs / copy:.0f}% | {tflops} | {extra} |")
-            print(f"check {case}: max |ours - fp32 PyTorch reference| = {max_error(ours, reference):.2e}")
-            print(f"aim {case}: {aim_verdict(op, measured, moved, flops, copy)}")
-            del runs
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    path = args.plot or (None if args.cpu_smoke else "benchmarks/kernels.png")
-    if path:
-        plot(rows, path, title)
+        case_rows = measure_case(op, shape, dtype_name, device, copy, not (args.no_compile or args.cpu_smoke))
+        bench.write_rows(path, [{**context, **r} for r in case_rows])  # each case as it ends: a cut-off run keeps them
+        rows += case_rows
+    print(f"\n{bench.report([{**context, **r} for r in rows], COLUMNS)}\n\nrows: {path}")
+    plot(rows, args.out / f"{NAME}.png", f"{context['device']}, copy {copy:.0f} GB/s, {context['date']}")
 
 
 if __name__ == "__main__":

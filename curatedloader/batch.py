@@ -13,11 +13,19 @@ import torch
 from torch import Tensor
 
 
+def _is_sample(x) -> bool:
+    return isinstance(x, Mapping) or (isinstance(x, tuple) and not hasattr(x, "_fields"))
+
+
 def _is_row_list(x) -> bool:
     """One entry per row: a list, or the tuple default_collate makes of strings, holding leaves (not a
-    namedtuple, and not a list of fields holding tensors, dicts or sequences)."""
-    return (isinstance(x, (list, tuple)) and not hasattr(x, "_fields")
-            and (len(x) == 0 or not isinstance(x[0], (Tensor, np.ndarray, Mapping, list, tuple))))
+    namedtuple, and not a list of fields holding tensors or sequences); or a list of per-sample dicts or
+    tuples (an identity collate_fn: default_collate never puts dicts or tuples in a list)."""
+    if not isinstance(x, (list, tuple)) or hasattr(x, "_fields"):
+        return False
+    if len(x) == 0 or not isinstance(x[0], (Tensor, np.ndarray, Mapping, list, tuple)):
+        return True
+    return isinstance(x, list) and all(_is_sample(v) for v in x)
 
 
 def batch_len(batch: Any) -> Optional[int]:

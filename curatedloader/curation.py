@@ -3,6 +3,7 @@ draw the sub-batch. It owns the scorer, selector, schedule, NaN policy and their
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from typing import Any, Callable, Optional
 
@@ -58,6 +59,18 @@ def check_component(value: Any, name: str, example: str, method: Optional[str] =
         raise TypeError(f"{name} must be {what}, e.g. {example}; got {type(value).__name__}")
 
 
+def check_signature(fn: Callable, name: str, call: str, n_args: int) -> None:
+    """A TypeError naming `name` unless `fn` can be called with `n_args` positional arguments."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: trust it
+        return
+    try:
+        signature.bind(*[None] * n_args)
+    except TypeError as e:
+        raise TypeError(f"{name} must be callable as {call}; its signature {signature} does not fit ({e})") from None
+
+
 def check_indices(chosen: Any, n: int, k: int, selector: Any) -> Tensor:
     """The selector's output as sorted CPU indices, or a ValueError/TypeError naming the selector."""
     name = f"selector {selector!r}"
@@ -102,6 +115,7 @@ class Curation:
         self.score_transform, self.score_autocast = score_transform, score_autocast
         if selector is not None:
             check_component(selector, "selector", "JEST(), TopK() or Uniform()")
+            check_signature(selector, "selector", "selector(scores, k, generator)", 3)
         if schedule is not None:
             check_component(schedule, "schedule", "Always(), Steps(start, end) or Early()", "active")
         if nan not in NAN_POLICIES:

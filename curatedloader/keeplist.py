@@ -56,4 +56,9 @@ def load_keep(path: str | os.PathLike) -> np.ndarray | list[str]:
         if header[:2] != _HEADER.split() or len(header) != 3 or header[2] not in ("int", "str"):
             raise ValueError(f"path: {path} is not a curatedloader id list (header {_HEADER!r} int|str)")
         ids = f.read().splitlines()
-    return np.array(ids, dtype=np.int64) if header[2] == "int" else ids
+    if header[2] == "str":
+        return ids
+    for line, value in enumerate(ids, 2):
+        if not value.strip().lstrip("-").isdigit():
+            raise ValueError(f"path: {path} line {line} is {value!r}, not an integer id (header says int)")
+    return np.array(ids, dtype=np.int64)

@@ -21,7 +21,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from .batch import attach, get_field, index_batch
 from .curation import Curation, Generators
-from .distributed import gather_ints, rank_world
+from .distributed import gather_ints, gather_objects, rank_world
 from .history import LossHistory
 from .keeplist import load_keep
 from .rng import derive_seed
@@ -112,7 +112,9 @@ class _EpochView(Sampler):
         return len(loader) if self._batches else loader._rows(*rank_world())
 
     def __iter__(self) -> Iterator:
-        raise TypeError("CuratedLoader plans its own batches: iterate the loader, not its sampler/batch_sampler")
+        raise TypeError("CuratedLoader plans its own batches: iterate the loader, not its sampler/batch_sampler "
+                        "(to skip the batches a resumed run trained, e.g. instead of accelerate's "
+                        "skip_first_batches, call loader.skip_first_batches(n))")
 
 
 class CuratedLoader:
@@ -127,17 +129,23 @@ class CuratedLoader:
     int makes the order, every worker task's randomness and the selection draws depend on (seed, epoch,
     position) alone. `subset` restricts a map-style dataset to a keep-list of indices (or a keep-list
     file's path); `class_weights` (a [K] tensor, e.g. the live `GroupDRO.weights`) adds per-sample
-    weights under the name "weight", looked up by the class in `target_key`. `history` (a `LossHistory`,
-    map-style data) leaves well-learned samples out of each epoch before loading them, from the losses the
-    training loop reports with `loader.record(losses)`, and adds their unbiasing weights as "weight".
+    weights under the name "weight", looked up by the class in `target_key`. `gather_state=True`:
+    `state_dict()` gathers every rank's state (a collective: every rank calls it, as Lightning and
+    Accelerate do when they checkpoint), so a checkpoint that rank 0 alone writes resumes each rank.
+    `id_key` names a batch field of stable row ids (e.g. an "id" column) that scorers receive as `ids`
+    (e.g. to look up `reference_losses`), instead of dataset indices or, for a stream, stream positions.
+    `history` (a `LossHistory`, map-style data) leaves well-learned samples out of each epoch before loading
+    them, from the losses the training loop reports with `loader.record(losses)`, and adds their unbiasing
+    weights as "weight".
     Cheaper scoring: `score_transform(batch)` gives the view of a super-batch that the scorer sees (lower
     resolution, a token prefix; the selected rows come from the full batch), `score_autocast` a dtype to
     score under autocast (torch.bfloat16 on a GPU).
 
-    >>> loader = CuratedLoader(dataset, batch_size=64, filter_ratio=0.8,
-    ...                        scorer=CrossEntropyScorer(model, reference_losses=table))
-    >>> for x, y in loader:
-    ...     train_step(x, y)
+    >>> from torch.utils.data import TensorDataset
+    >>> dataset = TensorDataset(torch.randn(100, 3), torch.randint(0, 2, (100,)))
+    >>> loader = CuratedLoader(dataset, batch_size=10, filter_ratio=0.5, scorer=lambda batch: batch[0][:, 0])
+    >>> [len(y) for x, y in loader], len(loader)
+    ([10, 10, 10, 10, 10], 5)
     """
 
     def __init__(
@@ -173,6 +181,8 @@ class CuratedLoader:
         history: Optional[LossHistory] = None,
         score_transform: Optional[Callable[[Any], Any]] = None,
         score_autocast: Optional[torch.dtype] = None,
+        gather_state: bool = False,
+        id_key: Any = None,
     ):
         if batch_sampler is not None:
             raise ValueError("batch_sampler is not supported: CuratedLoader forms the batches; pass sampler= "
@@ -202,6 +212,9 @@ class CuratedLoader:
                                  "a sampler: it filters the epoch's indices before loading them")
         self.history = history
         self.ids: Optional[Tensor] = None  # the dataset indices of the batch yielded last
+        if not isinstance(gather_state, bool):
+            raise TypeError(f"gather_state must be a bool, got {type(gather_state).__name__}")
+        self.gather_state, self.id_key = gather_state, id_key
         self.stats = LoaderStats()
         self._curation = Curation(scorer, selector, schedule, nan, self.stats, score_transform, score_autocast)
         if self._curation.scorer is not None and not in_order and num_workers > 0 and not iterable:
@@ -246,9 +259,9 @@ class CuratedLoader:
 
     @classmethod
     def from_shards(cls, urls: Any, batch_size: int, **kwargs: Any) -> "CuratedLoader":
-        """A CuratedLoader over WebDataset tar shards; see `curatedloader.shards.from_shards`.
+        """A CuratedLoader over WebDataset tar shards; see `curatedloader.shards.from_shards`::
 
-        >>> loader = CuratedLoader.from_shards("data/train-{000000..000099}.tar", 256, to_tuple=("jpg", "cls"))
+            loader = CuratedLoader.from_shards("data/train-{000000..000099}.tar", 256, to_tuple=("jpg", "cls"))
         """
         from .shards import from_shards
 
@@ -330,16 +343,67 @@ class CuratedLoader:
         pending = self._pending["loader"] if self._pending is not None else None
         if pending is not None and pending["in_epoch"] and pending["epoch"] != epoch:
             self._pending = None  # the saved position belongs to another epoch
+            if isinstance(self._source, MapSource):
+                self._source.load_state_dict({})  # and so does the source's (its rows() read an elastic one)
         self._next_epoch = int(epoch)
+        live = self._live
+        if live is not None and not live.done and not live.started and live.epoch != epoch:
+            # DataLoader iterates its sampler at the first batch, so set_epoch between iter() and the first
+            # batch chooses that iterator's epoch: Lightning calls iter() first (twice: once to check the
+            # loader is iterable), then set_epoch
+            live.restart()
 
     def __iter__(self) -> "CuratedLoaderIterator":
         return CuratedLoaderIterator(self)
+
+    def skip_first_batches(self, num_batches: int) -> "CuratedLoader":
+        """Start the next epoch (or the iterator not yet advanced) after its first `num_batches` batches,
+        without reading them, and return the loader: resume for a script that counts its steps, as with
+        Accelerate's `skip_first_batches` (which rebuilds a plain DataLoader, so cannot serve this loader).
+        The rows are those of the uninterrupted epoch when its order is reproducible (`seed=` an int, or no
+        shuffle); the epoch's selection draws start afresh. `state_dict()` resumes exactly, draws included.
+
+        >>> from torch.utils.data import TensorDataset
+        >>> def make():
+        ...     return CuratedLoader(TensorDataset(torch.arange(10)), batch_size=2, shuffle=True, seed=0)
+        >>> [x.tolist() for x, in make()][2:] == [x.tolist() for x, in make().skip_first_batches(2)]
+        True
+        """
+        if not isinstance(num_batches, numbers.Integral) or isinstance(num_batches, bool) or num_batches < 0:
+            raise ValueError(f"num_batches must be an int >= 0, got {num_batches!r}")
+        if not isinstance(self._source, (MapSource, IterableSource)):
+            raise ValueError(f"skip_first_batches needs a map-style or iterable dataset, got "
+                             f"{type(self.dataset).__name__}; resume shards with state_dict() / load_state_dict()")
+        if getattr(self._source, "shuffle", False) and self.seed is None:
+            raise ValueError("skip_first_batches with shuffle=True needs seed=<int>: with seed=None the skipped "
+                             "epoch's order cannot be drawn again; or resume with state_dict() / load_state_dict()")
+        if not self._curation.predictable():
+            raise ValueError(f"skip_first_batches needs a schedule whose steps are known ahead, got "
+                             f"{type(self.schedule).__name__}; resume with state_dict() / load_state_dict()")
+        live = self._live
+        waiting = live is not None and not live.done and not live.started
+        rank, world = rank_world()
+        epoch, start, rows = live.epoch if waiting else self._next_epoch, self._step, self._rows(rank, world)
+        position = sum(self.super_batch_size if self._curation.selecting(start + k) else self.batch_size
+                       for k in range(num_batches))
+        self._step = start + num_batches
+        self._pending = self._state(in_epoch=True, epoch=epoch, start_step=start, rows=rows, world=world,
+                                    source={"position": position if rows is None else min(position, rows)})
+        self._source.load_state_dict(self._pending["source"])
+        if waiting:
+            live.restart()
+        return self
 
     # ---- state ---------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
         """What exact resume needs, one entry per stage: the loader's epoch and step, the source's position,
-        the selection's generators and schedule, and the stats."""
+        the selection's generators and schedule, and the stats. With `gather_state=True`, `{"ranks": [...]}`:
+        every rank's state, gathered (every rank must call it)."""
+        state = self._own_state()
+        return {"ranks": gather_objects(state)} if self.gather_state else state
+
+    def _own_state(self) -> dict:
         if self._live is not None and not self._live.done:
             return self._live.state_dict()
         if self._dropped is not None:  # an iterator dropped mid-epoch (a `break`): where it stood
@@ -357,7 +421,7 @@ class CuratedLoader:
                              "replay; use in_order=True for state_dict()")
         state = {
             "loader": {"epoch": epoch, "in_epoch": in_epoch, "step": self._step, "epoch_start_step": start_step,
-                       "rows": rows, "world_size": world, "batch_size": self.batch_size,
+                       "rows": rows, "world_size": world, "rank": rank_world()[0], "batch_size": self.batch_size,
                        "super_batch_size": self.super_batch_size, "rng": rng},
             "source": source,
             "curation": self._curation.state_dict(),
@@ -369,7 +433,11 @@ class CuratedLoader:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state`: the next batches are those the saved run would have yielded next. Works
-        before `iter()` and on a live iterator (which then goes on from the state)."""
+        before `iter()` and on a live iterator (which then goes on from the state). A gathered state
+        (`gather_state=True`) gives each rank its own entry."""
+        rank, world = rank_world()
+        if isinstance(state, dict) and "ranks" in state:
+            state = self._rank_entry(state["ranks"], rank, world)
         if not isinstance(state, dict) or not {"loader", "source", "curation", "stats"} <= state.keys():
             raise ValueError("state must be a dict from CuratedLoader.state_dict() with keys loader, source, "
                              f"curation, stats; got {type(state).__name__}")
@@ -379,26 +447,51 @@ class CuratedLoader:
                              + " a history; resume with the same history= setting")
         if self.history is not None:  # first: its saved plan sets the epoch's rows
             self.history.load_state_dict(state["history"])
-        rank, world = rank_world()
+        resized = saved["world_size"] != world and saved.get("rank", rank) == rank  # elastic (see _rank_entry)
+        if saved.get("rank", rank) != rank:  # e.g. a checkpoint that rank 0 alone wrote, loaded on every rank
+            raise ValueError(f"state was saved on rank {saved['rank']}, this is rank {rank}: each rank resumes from "
+                             "its own state; build the loader with gather_state=True so that state_dict() holds "
+                             "every rank's")
         mine = {"batch_size": self.batch_size, "super_batch_size": self.super_batch_size, "world_size": world}
+        if resized and (not saved["in_epoch"] or self._resizable()):
+            mine["world_size"] = saved["world_size"]  # the rows are checked for the saved world size instead
         if self._source.exact_rows:  # shards count rows from tar headers: their state checks the shard list
-            mine["rows"] = self._rows(rank, world)
+            mine["rows"] = self._rows(rank, mine["world_size"])
         differ = [f"{k} (saved {saved[k]}, now {v})" for k, v in mine.items() if saved[k] != v]
         if differ:
             raise ValueError("state was saved with another configuration: " + ", ".join(differ)
                              + "; resuming would repeat or skip samples")
+        if saved["in_epoch"]:  # first: the source checks its own state (shard list, workers) before any change
+            self._source.load_state_dict(state["source"])
         self._curation.load_state_dict(state["curation"])
         self.stats.load(state["stats"])
         self._dropped = None
         self._next_epoch, self._step = saved["epoch"], saved["step"]
         self._pending = state if saved["in_epoch"] else None
-        if saved["in_epoch"]:
-            self._source.load_state_dict(state["source"])
         if self._live is not None and not self._live.done:
             if saved["in_epoch"]:
                 self._live.restart()  # the live iterator goes on from the saved position
             else:
                 self._live.done = True  # the saved epoch is complete: the next iter() runs the next one
+
+    def _resizable(self) -> bool:
+        return isinstance(self._source, MapSource) and self._source.resizable()
+
+    def _rank_entry(self, states: list, rank: int, world: int) -> dict:
+        """This rank's entry of a gathered state. Saved on another number of ranks (elastic resume), map-style
+        data goes on from the saved ranks' common position, split anew: the rows of the interrupted epoch
+        that no saved rank consumed, each once (padded or cut to equal shares as DistributedSampler). The
+        selection draws start afresh, the counts of a rank that did not exist start from zero."""
+        if len(states) == world:
+            return states[rank]
+        if not self._resizable() and any(s["loader"]["in_epoch"] for s in states):
+            raise ValueError(f"state was saved with another configuration: world_size (saved {len(states)}, now "
+                             f"{world}); only a map-style dataset split by the loader (no DistributedSampler) or a "
+                             "state saved at an epoch's end resumes on another number of ranks")
+        entry = states[rank] if rank < len(states) else states[0]
+        loader = {**entry["loader"], "rank": rank, "rng": None}
+        stats = entry["stats"] if rank < len(states) else LoaderStats().as_dict()
+        return {**entry, "loader": loader, "stats": stats}
 
 
 class CuratedLoaderIterator:
@@ -434,9 +527,14 @@ class CuratedLoaderIterator:
         seed = loader.seed
         self.rng = None
         if curation.scorer is not None:
-            base = seed if seed is not None else derive_seed(draw_seed(), _CURATION)
+            if seed is not None:
+                base = seed
+            elif loader.generator is not None:  # its seed, without drawing from it (DataLoader's draws stay)
+                base = derive_seed(loader.generator.initial_seed(), _CURATION)
+            else:
+                base = derive_seed(draw_seed(), _CURATION)
             self.rng = Generators(base, self.rank, self.epoch)
-            if resume:
+            if resume and pending["loader"]["rng"] is not None:  # None: skip_first_batches, fresh draws
                 self.rng.load_state_dict(pending["loader"]["rng"])
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(self.epoch)
@@ -445,6 +543,7 @@ class CuratedLoaderIterator:
         self.pieces = loader._source.start(Epoch(self.epoch, self.rank, self.world, seed, chunk,
                                                  fixed=curation.scorer is None, resume=resume))
         self.buffer, self.exhausted, self.done = RowBuffer(), False, False
+        self.started = False  # no batch asked for yet: set_epoch may still re-plan the epoch
         self._last = time.perf_counter()
         loader._live_ref, loader._dropped = weakref.ref(self), None
 
@@ -478,6 +577,7 @@ class CuratedLoaderIterator:
     def __next__(self) -> Any:
         if self.done:
             raise StopIteration
+        self.started = True
         loader, stats = self.loader, self.loader.stats
         curation, b, B = loader._curation, loader.batch_size, loader.super_batch_size
         selecting = curation.selecting(self.step)
@@ -500,7 +600,7 @@ class CuratedLoaderIterator:
         if selecting:
             k = b if n == B else max(1, round(n * b / B))
             try:
-                batch, chosen = curation.select(ids, batch, k, self.step, self.rng)
+                batch, chosen = curation.select(self._row_ids(ids, batch), batch, k, self.step, self.rng)
             except BaseException:
                 self.buffer.unread(ids, batch)  # a failed step consumes nothing: retried, or saved unconsumed
                 raise
@@ -533,6 +633,17 @@ class CuratedLoaderIterator:
             unbias = loader.history.weights(ids)
             weight = unbias if weight is None else weight * unbias.to(weight.device)
         return weight
+
+    def _row_ids(self, ids: Any, batch: Any) -> Any:
+        """What the scorer gets as ids: the `id_key` field of the batch when given, else the positions."""
+        key = self.loader.id_key
+        if key is None:
+            return ids
+        field = get_field(batch, key)
+        if len(field) != len(ids):
+            raise ValueError(f"id_key {key!r} holds {len(field)} values for a batch of {len(ids)} rows; "
+                             "expected one id per row")
+        return field
 
     def _next_whole_piece(self) -> tuple[Any, Any]:
         """Selection off and nothing buffered: the next piece as the DataLoader collated it, never sliced

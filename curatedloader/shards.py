@@ -1,8 +1,9 @@
-"""WebDataset shards as a CuratedLoader source: seeded shard order, exact resume, corrupt input skipped.
+"""WebDataset shards as a CuratedLoader source: seeded shard order, exact resume, corrupt input counted.
 
 Each epoch the shard order is drawn from (seed, epoch), split by rank, then by worker (a fixed slice
-each). A worker reads its shards one after the other through a webdataset pipeline (tar reading,
-sample shuffle buffer seeded per shard, decode) and yields collated pieces of `batch_size` rows (the
+each). A worker reads its shards one after the other: tar reading of its own (tarfile, so that it
+knows where a tar breaks and which samples are complete), then webdataset's sample shuffle buffer
+(seeded per shard) and decode, and yields collated pieces of `batch_size` rows (the
 last one shorter). The DataLoader takes pieces from the workers in a fixed round-robin, so a stream
 position is a (shard, row) cursor per worker, and resuming only skips rows inside the shard a
 worker was reading.
@@ -12,15 +13,19 @@ worker was reading.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import random
 import sys
 import tarfile
-import warnings
-from collections import deque
+import time
+import zlib
+from collections import Counter, deque
 from dataclasses import dataclass
 from itertools import count, islice
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -42,10 +47,14 @@ if TYPE_CHECKING:
 # words that keep the seeds of the shard order, resampling and sample shuffle independent
 _ORDER, _RESAMPLE, _SHUFFLE = 0x5A, 0x5B, 0x5C
 _END = sys.maxsize  # the cursor of a worker that has read all its shards
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # the files a directory listing takes as shards
+_DEATH_WAIT_S = 5.0  # how long a lost connection to a worker waits for the worker to be seen dead
+_T = TypeVar("_T")
+_READ_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)  # what a cut or garbled shard raises
 
 
 def expand_urls(urls: str | os.PathLike | Sequence[str]) -> list[str]:
-    """Shard URLs from a brace pattern, a local directory of `.tar` files, or a list.
+    """Shard URLs from a brace pattern, a local directory of shards (`.tar`, `.tar.gz`, `.tgz`), or a list.
 
     >>> expand_urls("data/train-{000..002}.tar")
     ['data/train-000.tar', 'data/train-001.tar', 'data/train-002.tar']
@@ -53,7 +62,7 @@ def expand_urls(urls: str | os.PathLike | Sequence[str]) -> list[str]:
     if isinstance(urls, (str, os.PathLike)):
         path = os.fspath(urls)
         if os.path.isdir(path):
-            out = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".tar"))
+            out = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(SHARD_SUFFIXES))
         else:
             out = wds.shardlists.expand_urls(path)
     else:
@@ -75,21 +84,125 @@ def sample_id(url: str, key: str) -> str:
     return f"{os.path.basename(url)}/{key}"
 
 
-def count_samples(url: str, keep: Optional[frozenset] = None) -> int:
-    """Samples in a shard (those in `keep`, if given), from its tar headers; a broken shard counts
-    what can be read of it."""
-    n, last = 0, None
-    try:
-        local = os.path.exists(url)
-        with tarfile.open(url) if local else tarfile.open(fileobj=wds.gopen(url), mode="r|*") as tar:
+class _Header(tarfile.TarInfo):
+    """A TarInfo that notes on its archive each header block it could not read, as (offset, error): with
+    `ignore_zeros` tarfile passes over zero blocks (the end-of-archive marker) and garbled blocks alike,
+    and stops at a cut one or the end of the file; these notes tell them apart."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except Exception as e:
+            tar.__dict__.setdefault("unread", []).append((tar.offset, e))
+            raise
+
+
+def _open_shard(url: str, headers_only: bool) -> tuple[IO[bytes], Optional[int]]:
+    """A shard's tar bytes (a local file decompressed here, so that a cut compressed stream raises) and,
+    for a local uncompressed tar read for headers only, its size: random access then skips the data."""
+    if not os.path.exists(url):
+        return wds.gopen(url), None  # tarfile detects the compression
+    with open(url, "rb") as f:
+        magic = f.read(6)
+    for prefix, opener in ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ", lzma.open)):
+        if magic.startswith(prefix):
+            return opener(url, "rb"), None
+    return open(url, "rb"), os.path.getsize(url) if headers_only else None
+
+
+class _TarFiles:
+    """The files of one shard in order, as (name, data) pairs (data None: the shard is cut inside it;
+    `data=False`: headers only, data b""). After garbled blocks, reading goes on at the next block that
+    is a valid header (as `tar --ignore-zeros`). Once read, `damage` says what was unreadable ("" if
+    nothing, and the tar ends with its end-of-archive marker, two zero blocks)."""
+
+    def __init__(self, url: str, data: bool = True):
+        self.url, self.data, self.damage = url, data, ""
+
+    def __iter__(self) -> Iterator[tuple[str, Optional[bytes]]]:
+        fileobj, size = _open_shard(self.url, headers_only=not self.data)
+        tar, end = None, 0  # end: where the end-of-archive marker must start, after the last file's data
+        try:
+            mode = "r:" if size is not None else "r|" if os.path.exists(self.url) else "r|*"
+            tar = tarfile.open(fileobj=fileobj, mode=mode, tarinfo=_Header, ignore_zeros=True)
             for member in tar:
-                key = wds.tariterators.base_plus_ext(member.name)[0]
-                if member.isreg() and key is not None and key != last:
-                    last = key
-                    n += keep is None or sample_id(url, key) in keep
-    except (tarfile.TarError, OSError, EOFError):
-        pass
-    return n
+                end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                name = member.name
+                if not member.isreg() or "/" not in name and name.startswith("__") and name.endswith("__"):
+                    continue  # webdataset skips these too
+                if size is not None:  # the data is there if the file reaches its end
+                    data = b"" if member.offset_data + member.size <= size else None
+                else:
+                    try:  # read even for headers only: a stream tells a cut in the data only so
+                        data = tar.extractfile(member).read()
+                    except _READ_ERRORS:
+                        data = None
+                    data = data if self.data or data is None else b""
+                if data is None:
+                    self.damage = f"cut off inside {name!r} (its data starts at byte {member.offset_data})"
+                    yield name, None
+                    return
+                yield name, data
+                tar.members = []  # tarfile keeps every header otherwise
+            unread = tar.__dict__.get("unread", [])
+            garbled = [at for at, e in unread if isinstance(e, tarfile.InvalidHeaderError)]
+            zeros = {at for at, e in unread if isinstance(e, tarfile.EOFHeaderError)}
+            if garbled:
+                self.damage = f"{len(garbled)} unreadable block(s) of 512 bytes, the first at byte {garbled[0]}"
+            elif not {end, end + tarfile.BLOCKSIZE} <= zeros:
+                self.damage = f"cut off after byte {end}, where its end-of-archive marker should be"
+        except _READ_ERRORS as e:
+            self.damage = f"unreadable from byte {0 if tar is None else tar.offset}: {e!r}"
+        finally:
+            fileobj.close()
+
+
+def _grouped(files: Iterable[tuple[str, Optional[bytes]]]) -> Iterator[tuple[str, dict, str]]:
+    """(key, {field: data}, problem) per run of files sharing a key, as webdataset groups them (lower-case
+    field names); `problem` says why the sample cannot be used ("" if it can)."""
+    seen: set[str] = set()
+    key, fields, problem = None, {}, ""
+    for name, data in files:
+        base, ext = wds.tariterators.base_plus_ext(name)
+        if base is None:
+            continue
+        if base != key:
+            if key is not None:
+                yield key, fields, problem
+            key, fields = base, {}
+            problem = "its key repeats an earlier sample's" if base in seen else ""
+            seen.add(base)
+        ext = ext.lower()
+        if data is None:
+            problem = f"the shard is cut off inside its field {ext!r}"
+        elif ext in fields and not problem:
+            problem = f"its field {ext!r} appears twice"
+        fields[ext] = data
+    if key is not None:
+        yield key, fields, problem
+
+
+def _missing(fields: Iterable[str], required: Sequence[str]) -> list[str]:
+    """The `required` fields (webdataset specs: "jpg;png" takes either) that `fields` lacks."""
+    have = {*fields, "__key__", "__url__"}
+    return [spec for spec in required if not have.intersection(spec.split(";"))]
+
+
+def _scan(url: str, keep: Optional[frozenset] = None) -> Counter:
+    """{field names: samples} of a shard's usable samples (those in `keep`, if given), from its tar headers."""
+    out: Counter = Counter()
+    for key, fields, problem in _grouped(_TarFiles(url, data=False)):
+        if not problem and (keep is None or sample_id(url, key) in keep):
+            out[frozenset(fields)] += 1
+    return out
+
+
+def count_samples(url: str, keep: Optional[frozenset] = None, fields: Sequence[str] = ()) -> int:
+    """Samples in a shard that the loader delivers (those in `keep`, and having `fields`, if given), from
+    its tar headers: a sample whose key repeats, or with a field twice, is not counted; a broken shard
+    counts its samples complete before the break."""
+    return sum(n for names, n in _scan(url, keep).items() if not _missing(names, fields))
 
 
 def _with_last(items: Iterable) -> Iterator[tuple[Any, bool]]:
@@ -106,48 +219,61 @@ def _copy(state: dict) -> dict:
     return {**state, "cursors": [list(c) for c in state["cursors"]]}
 
 
-def _drop_torn(samples: Iterator[dict], errors: "_Errors") -> Iterator[dict]:
-    """A read error cuts a shard inside its last sample: drop that sample, it may miss fields."""
-    for sample, last in _with_last(samples):
-        if last and errors.failed:
-            errors.skipped += 1
-        else:
-            yield sample
-
-
-drop_torn = wds.pipelinefilter(_drop_torn)
-
-
 class _Errors:
-    """webdataset error handlers that count what a worker skipped since its last piece and keep
-    one warning per shard; the counts travel to the main process inside the pieces."""
+    """What a worker skipped since its last piece: samples, unreadable shards, and one warning per shard;
+    the counts travel to the main process inside the pieces."""
 
     def __init__(self) -> None:
         self.skipped, self.bad_shards, self.messages = 0, 0, []
-        self.url, self.failed, self.warned = "", False, False
+        self.url, self.warned = "", False
 
     def start(self, url: str) -> None:
-        self.url, self.failed, self.warned = url, False, False
+        self.url, self.warned = url, False
 
-    def bad_shard(self, exn: Exception) -> bool:
-        if not self.failed:
-            self.failed, self.bad_shards = True, self.bad_shards + 1
-        return self._warn("unreadable shard, reading stopped", exn)
+    def bad_shard(self, why: str) -> None:
+        self.bad_shards += 1
+        self._warn(f"unreadable part, reading of the shard stopped: {why}")
 
-    def bad_sample(self, exn: Exception) -> bool:
+    def bad_sample(self, why: str) -> None:
         self.skipped += 1
-        return self._warn("skipped a sample that failed to decode", exn)
+        self._warn(f"skipped sample: {why}")
 
-    def _warn(self, what: str, exn: Exception) -> bool:
+    def undecodable(self, exn: Exception) -> bool:
+        """webdataset's error handler for decoding: skip the sample, go on with the next."""
+        self.bad_sample(f"failed to decode: {exn!r}")
+        return True
+
+    def _warn(self, what: str) -> None:
         if not self.warned:
             self.warned = True
-            self.messages.append(f"{self.url}: {what}: {exn!r} (counted in loader.stats; one warning per shard)")
-        return True  # go on with the next sample or shard
+            self.messages.append(f"{self.url}: {what} (counted in loader.stats; one warning per shard)")
 
     def take(self) -> tuple[int, int, list[str]]:
         out = self.skipped, self.bad_shards, self.messages
         self.skipped, self.bad_shards, self.messages = 0, 0, []
         return out
+
+
+def _deaths_named(it: Iterator[_T]) -> Iterator[_T]:
+    """DataLoader iterator `it`, where a worker that died (killed, out of memory) while the main process
+    was taking a piece from it raises as when DataLoader sees the death first (a RuntimeError naming the
+    worker), not as the lost connection to it (ConnectionResetError, EOFError)."""
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except (ConnectionError, EOFError) as e:
+            workers = getattr(it, "_workers", ())  # the worker processes of a multi-process DataLoader iterator
+            deadline = time.monotonic() + _DEATH_WAIT_S
+            while workers and time.monotonic() < deadline:  # the connection may drop before the process is gone
+                dead = [w.pid for w in workers if not w.is_alive()]
+                if dead:
+                    raise RuntimeError(f"DataLoader worker (pid(s) {', '.join(map(str, dead))}) exited "
+                                       f"unexpectedly while the loader read shards from it") from e
+                time.sleep(0.02)
+            raise
+        yield item
 
 
 @dataclass
@@ -222,7 +348,8 @@ class ShardStream(IterableDataset):
         self.seed, self.drop_last, self.workers = seed, drop_last, max(1, num_workers)
         self.epoch, self.position = 0, 0
         self._use_ranks(*rank_world())  # again when each epoch starts: the process group may come later
-        self._counts: Optional[list[int]] = None
+        self._headers: Optional[list[Counter]] = None  # {field names: samples} per shard, from the tar headers
+        self._common: Optional[tuple[str, ...]] = None  # the fields of dict rows: those most samples have
         # what workers read this epoch: [epoch, rank, world size, first worker, (shard_pos, offset, done) per
         # worker]; in shared memory so that persistent workers see it too
         self._plan = torch.zeros(4 + 3 * self.workers, dtype=torch.long).share_memory_()
@@ -252,12 +379,27 @@ class ShardStream(IterableDataset):
 
     def rows(self, rank: int, world: int) -> int:
         """Rows that `rank` of `world` yields per epoch, from the tar headers."""
-        if self._counts is None:
-            self._counts = [count_samples(u, self.keep) for u in self.urls]
-        total = sum(self._counts)
+        required = self.required()
+        total = sum(n for scan in self._scans() for names, n in scan.items() if not _missing(names, required))
         if world == 1 and not self.resampled:
             return total
         return total // world if self.drop_last else -(-total // world)
+
+    def _scans(self) -> list[Counter]:
+        if self._headers is None:
+            self._headers = [_scan(u, self.keep) for u in self.urls]
+        return self._headers
+
+    def required(self) -> tuple[str, ...]:
+        """The fields each row takes: `to_tuple`'s, else those most samples have (from the tar headers; the
+        workers get them from the main process, which reads the headers before the first epoch)."""
+        if self.to_tuple is not None:
+            return tuple(self.to_tuple)
+        if self._common is None:
+            total = sum(self._scans(), Counter())
+            names = max(total.items(), key=lambda kv: (kv[1], sorted(kv[0])))[0] if total else ()
+            self._common = tuple(sorted(names))
+        return self._common
 
     def pieces(self, loader: DataLoader, resume: bool) -> Iterator[tuple[list[str], Any, Optional[dict]]]:
         """(ids, batch, errors) pieces of this epoch from `loader` (a DataLoader over this stream), from the
@@ -268,6 +410,7 @@ class ShardStream(IterableDataset):
             raise ValueError(f"no saved stream state for epoch {self.epoch}: call load_state_dict")
         else:
             state = self._fresh()
+        self.required()  # before the workers start: they take the fields from here
         self._loaded, self._state, self._log = None, _copy(state), deque()
         self.position = start = state.get("position", 0)
         limit = len(self) if self.world_size > 1 or self.resampled else None
@@ -276,7 +419,7 @@ class ShardStream(IterableDataset):
             plan = [self.epoch, self.rank, self.world_size, state["first"], *sum(state["cursors"], [])]
             self._plan.copy_(torch.tensor(plan))
             rows = bad = 0
-            for piece in loader:
+            for piece in _deaths_named(iter(loader)):
                 bad += piece.bad_shards
                 errors = {"skipped_samples": piece.skipped, "bad_shards": piece.bad_shards,
                           "messages": piece.messages}
@@ -293,15 +436,16 @@ class ShardStream(IterableDataset):
                 if limit is not None and row >= limit:
                     return
             if rows == 0 and not resumed:
-                kept = "" if self.keep is None else f"; or keep ({len(self.keep)} ids) names none of their samples"
-                raise ValueError(
-                    f"rank {self.rank} of {self.world_size} read no samples from its shards ({bad} unreadable, "
-                    f"see the warnings{kept}) of urls {self.urls[0]!r}... ({len(self.urls)} shards)"
-                )
+                raise self.no_samples(f"{bad} unreadable, see the warnings")
             if limit is None:
                 return
             state, resumed = self._fresh(), False
             self._log.append((row, row, None))
+
+    def no_samples(self, why: str) -> ValueError:
+        kept = "" if self.keep is None else f"; or keep ({len(self.keep)} ids) names none of their samples"
+        return ValueError(f"rank {self.rank} of {self.world_size} read no samples from its shards ({why}{kept}) "
+                          f"of urls {self.urls[0]!r}... ({len(self.urls)} shards)")
 
     def advance(self, n: int) -> None:
         """The caller consumed n more rows."""
@@ -386,22 +530,40 @@ class ShardStream(IterableDataset):
                     return
 
     def _samples(self, url: str, seed: int, errors: _Errors) -> wds.DataPipeline:
-        """(id, item) rows of one shard: read, keep-list, shuffle buffer, decode."""
-        stages: list = [wds.tarfile_to_samples(handler=errors.bad_shard), drop_torn(errors)]
-        if self.keep is not None:
-            stages.append(wds.select(lambda s: sample_id(s["__url__"], s["__key__"]) in self.keep))
+        """(id, item) rows of one shard: read, shuffle buffer, decode."""
+        stages: list = [lambda: self._tar_samples(url, errors)]
         if self.shuffle and self.shuffle_buffer > 1:
             stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(seed)))
         if self.decoders:
-            stages.append(wds.decode(*self.decoders, handler=errors.bad_sample))
-        stages.append(wds.map(self._row, handler=errors.bad_sample))
-        return wds.DataPipeline(wds.SimpleShardList([url]), *stages)
+            stages.append(wds.decode(*self.decoders, handler=errors.undecodable))
+        stages.append(wds.map(self._row))
+        return wds.DataPipeline(*stages)
+
+    def _tar_samples(self, url: str, errors: _Errors) -> Iterator[dict]:
+        """The usable samples of a shard in `keep`, each with the fields rows take (webdataset's raw samples):
+        every sample complete before an unreadable part; one that is cut, lacks a field, has a field
+        twice or repeats a key is skipped and counted, as is the unreadable part."""
+        files = _TarFiles(url)
+        required = self.required()
+        for key, fields, problem in _grouped(files):
+            if self.keep is not None and sample_id(url, key) not in self.keep:
+                continue
+            missing = _missing(fields, required)
+            if problem or missing:
+                has = ", ".join(sorted(fields))
+                errors.bad_sample(f"{key!r}: {problem or f'it has no field {missing[0]!r} (it has {has})'}")
+                continue
+            if self.to_tuple is None:  # dict batches hold the same fields in every row
+                fields = {f: fields[f] for f in required}
+            yield {"__key__": key, "__url__": url, **fields}
+        if files.damage:
+            errors.bad_shard(files.damage)
 
     def _row(self, sample: dict) -> tuple[str, Any]:
         sid = sample_id(sample["__url__"], sample["__key__"])
-        if self.to_tuple is not None:  # a missing field is a ValueError: the sample is skipped
+        if self.to_tuple is not None:
             return sid, tuple(wds.filters.getfirst(sample, f) for f in self.to_tuple)
-        return sid, {k: v for k, v in sample.items() if k not in ("__url__", "__local_path__")}
+        return sid, {k: v for k, v in sample.items() if k != "__url__"}
 
     def _piece(self, worker: int, done: int, rows: list, errors: _Errors) -> _Piece:
         where, after, ids, items = zip(*rows) if rows else ((), [(_END, 0)], (), ())
@@ -426,6 +588,8 @@ class ShardSource:
         stream = self.stream
         stream.set_epoch(epoch.epoch)
         stream._use_ranks(epoch.rank, epoch.world)
+        if stream.rows(epoch.rank, epoch.world) == 0:
+            raise stream.no_samples(f"their tar headers name no complete sample with the fields {stream.required()}")
         return _ShardRun(stream, stream.pieces(self.loader, epoch.resume))
 
     def state_dict(self) -> dict:
@@ -435,6 +599,11 @@ class ShardSource:
         if state.get("urls", len(self.stream.urls)) != len(self.stream.urls):
             raise ValueError(f"state was saved over {state['urls']} shards, the urls now name "
                              f"{len(self.stream.urls)}; resuming would repeat or skip samples")
+        saved, now = len(state.get("cursors", ())), self.stream.workers
+        if saved and saved != now:  # each worker's cursor is in its own list of shards, which the count decides
+            same = f"num_workers={saved}" if saved > 1 else "num_workers=0 or 1"
+            raise ValueError(f"num_workers: the state was saved reading shards with {saved} worker(s), this loader "
+                             f"has num_workers={self.loader.num_workers}; resume a shard stream with {same}")
         self.stream.load_state_dict(state)
 
 
@@ -476,7 +645,7 @@ def from_shards(
 ) -> "CuratedLoader":
     """`CuratedLoader.from_shards`: a CuratedLoader over WebDataset tar shards.
 
-    `urls` is a brace pattern, a list, or a local directory of `.tar` files. Batches are dicts of the
+    `urls` is a brace pattern, a list, or a local directory of shards (SHARD_SUFFIXES). Batches are dicts of the
     decoded fields plus `__key__` (a list of str), or tuples of the `to_tuple` fields. A sample's id
     is `sample_id(__url__, __key__)`; `keep` is a keep-list of such ids. The other keyword arguments
     (scorer, filter_ratio, pin_memory, ...) are CuratedLoader's.

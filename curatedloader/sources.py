@@ -165,7 +165,9 @@ class _Chunks(Sampler):
         return 0 if run is None else -(-(len(run.order()) - run.position) // max(1, run.epoch.chunk(0)))
 
     def __iter__(self) -> Iterator[list[int]]:
-        return self._chunks(self.source.current)  # bound now: DataLoader calls iter() when an iteration starts
+        # bound now (DataLoader calls iter() when an iteration starts), weakly: the run holds the DataLoader
+        # iterator that holds this generator, and a cycle would keep persistent workers alive
+        return self._chunks(weakref.proxy(self.source.current))
 
     def _chunks(self, run: "_MapRun") -> Iterator[Any]:
         ep, i, k = run.epoch, run.position, 0
@@ -273,9 +275,19 @@ class MapSource(_RunsOf):
 
     def rows(self, rank: int, world: int) -> int:
         n = len(self.sampler) if self.sampler is not None else len(self.base())
+        saved = self._pending.get("world", world)
+        if saved != world:  # a loaded state from another world size: its consumed rows, then a share of the rest
+            position = self._pending["position"]
+            rest = len(pad_for_world(range(n), saved, self.drop_last)) - saved * position
+            return position + (rest // world if self.drop_last else -(-rest // world))
         if self.splits(world):
             n = n // world if self.drop_last else -(-n // world)
         return n
+
+    def resizable(self) -> bool:
+        """Whether a state saved on some number of ranks can resume on another (elastic resume): the order
+        is split here, not by a DistributedSampler bound to its world size."""
+        return not isinstance(self.sampler, DistributedSampler)
 
     def start(self, epoch: Epoch) -> "_MapRun":
         state = self._take_pending(epoch)
@@ -299,6 +311,7 @@ class _MapRun:
     def __init__(self, source: MapSource, epoch: Epoch, state: dict):
         self.source, self.epoch, self.fifo = source, epoch, deque()
         self.position = state.get("position", 0)
+        self.saved_world = state.get("world", epoch.world)  # another world size: an elastic resume
         self.spans = _Spans(self.position)
         self.order_seed: Optional[int] = state.get("order_seed")
         generator = source.user_generator
@@ -332,7 +345,15 @@ class _MapRun:
             order = [base[i] for i in RandomSampler(range(len(base)), generator=generator)]
         else:
             order = list(base)
-        if src.splits(ep.world):
+        if self.saved_world != ep.world:
+            # the saved ranks each consumed `position` rows of their share, together the first
+            # saved_world * position of the padded order: the new ranks split the rest. The first
+            # `position` entries stand for this rank's consumed rows (never read again), so that the
+            # epoch's steps and chunk sizes go on as saved.
+            padded = pad_for_world(order, self.saved_world, src.drop_last)
+            rest = padded[self.saved_world * self.position:]
+            order = padded[: self.position] + split_for_rank(rest, ep.rank, ep.world, src.drop_last)
+        elif src.splits(ep.world):
             order = split_for_rank(order, ep.rank, ep.world, src.drop_last)
         self._order = order
         return order
@@ -357,26 +378,33 @@ class _MapRun:
         self.spans.consume(n)
 
     def state_dict(self) -> dict:
-        state = {"position": self.spans.position, "order_seed": self.order_seed}
+        state = {"position": self.spans.position, "order_seed": self.order_seed, "world": self.epoch.world}
         if self.generator_state is not None:
             state["generator"] = self.generator_state
         return state
 
 
-def split_for_rank(order: list[int], rank: int, world: int, drop_last: bool) -> list[int]:
-    """This rank's share of `order`, as DistributedSampler: padded by repetition (or cut with drop_last)
-    to a multiple of `world`, then every world-th index from `rank`.
+def pad_for_world(order: Sequence[int], world: int, drop_last: bool) -> list[int]:
+    """`order` padded by repetition (or cut with drop_last) to a multiple of `world`, as DistributedSampler.
+
+    >>> pad_for_world([0, 1, 2, 3, 4], 2, False)
+    [0, 1, 2, 3, 4, 0]
+    """
+    order, n = list(order), len(order)
+    if drop_last:
+        return order[: n - n % world]
+    pad = -n % world
+    return order + (order * (pad // max(n, 1) + 1))[:pad]
+
+
+def split_for_rank(order: Sequence[int], rank: int, world: int, drop_last: bool) -> list[int]:
+    """This rank's share of `order`, as DistributedSampler: padded (or cut) to a multiple of `world`, then
+    every world-th index from `rank`.
 
     >>> split_for_rank([0, 1, 2, 3, 4], 1, 2, False)
     [1, 3, 0]
     """
-    n = len(order)
-    if drop_last:
-        order = order[: n - n % world]
-    elif n % world:
-        pad = world - n % world
-        order = order + (order * (pad // max(n, 1) + 1))[:pad]
-    return order[rank::world]
+    return pad_for_world(order, world, drop_last)[rank::world]
 
 
 # ---- iterable ---------------------------------------------------------------------------------------
@@ -394,6 +422,12 @@ class _CountRows:
 def is_stateful(obj: Any) -> bool:
     """torchdata's Stateful contract: `state_dict()` and `load_state_dict(state)`."""
     return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
+
+
+def _unsplit_hf_iterable(dataset: Any) -> bool:
+    module = type(dataset).__module__
+    return module.startswith("datasets.") and type(dataset).__name__ == "IterableDataset" \
+        and getattr(dataset, "_distributed", None) is None
 
 
 class IterableSource(_RunsOf):
@@ -414,15 +448,30 @@ class IterableSource(_RunsOf):
             from torchdata.stateful_dataloader import StatefulDataLoader as loader_class
         else:
             loader_class = DataLoader
-        self.loader = loader_class(dataset, batch_size=batch_size, collate_fn=_CountRows(collate_fn),
-                                   generator=generator, **dataloader_kwargs)
+        self._make_loader = lambda ds: loader_class(ds, batch_size=batch_size, collate_fn=_CountRows(collate_fn),  # noqa: E731
+                                                    generator=generator, **dataloader_kwargs)
+        self.loader = self._make_loader(dataset)
+        self._split_for: Optional[tuple[int, int]] = None
         super().__init__()
+
+    def _split_by_node(self, rank: int, world: int) -> None:
+        """A Hugging Face `datasets.IterableDataset` not yet split by node is split for this rank by
+        `datasets.distributed.split_dataset_by_node` (when the epoch starts: the rank is known then)."""
+        if world == 1 or self._split_for == (rank, world) or not _unsplit_hf_iterable(self.dataset):
+            return
+        from datasets.distributed import split_dataset_by_node
+
+        self.loader = self._make_loader(split_dataset_by_node(self.dataset, rank=rank, world_size=world))
+        self._split_for = (rank, world)
 
     def rows(self, rank: int, world: int) -> Optional[int]:
         return len(self.dataset) if hasattr(self.dataset, "__len__") else None  # None: a stream of unknown length
 
     def start(self, epoch: Epoch) -> "_IterRun":
         state = self._take_pending(epoch)
+        self._split_by_node(epoch.rank, epoch.world)
+        if self.loader.dataset is not self.dataset and hasattr(self.loader.dataset, "set_epoch"):
+            self.loader.dataset.set_epoch(epoch.epoch)  # the split copy reshuffles as the user's dataset would
         position = state.get("position", 0)
         skip = position
         if self.stateful and "loader" in state:

@@ -13,7 +13,11 @@ def sample_weights(class_weights: Tensor, groups: Tensor) -> Tensor:
     tensor([1.5000, 0.7500])
     """
     class_weights = torch.as_tensor(class_weights)
-    return class_weights.to(groups.device)[groups.long()] * len(class_weights)
+    groups = torch.as_tensor(groups).long()
+    if len(groups) and (groups.min() < 0 or groups.max() >= len(class_weights)):
+        raise ValueError(f"class_weights has {len(class_weights)} classes; the batch holds class "
+                         f"{int(groups.max() if groups.max() >= len(class_weights) else groups.min())}")
+    return class_weights.to(groups.device)[groups] * len(class_weights)
 
 
 def weighted_mean(loss: Tensor, weights: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from curatedloader import JEST, CuratedLoader, Scores, Steps, TopK, Uniform
+from curatedloader import JEST, CuratedLoader, Early, Scores, Steps, TopK, Uniform
 from curatedloader.loader import resolve_super_batch_size
 
 fast = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -441,9 +441,9 @@ def test_scorer_returning_wrong_shape_or_dtype(out, word):
 
 
 def test_collate_output_without_rows_is_explained_when_selecting():
-    # selection slices rows: a list of per-sample tuples cannot be sliced (with selection off it passes through)
+    # selection slices rows: a list of per-sample scalar tensors has no rows (with selection off it passes through)
     loader = CuratedLoader(dataset(6), batch_size=2, super_batch_size=4, scorer=score_by_value,
-                           collate_fn=lambda samples: samples)
+                           collate_fn=lambda samples: [s[0] for s in samples])
     with pytest.raises(ValueError, match="collate_fn returned"):
         next(iter(loader))
 
@@ -548,3 +548,131 @@ def test_batches_formed_in_the_main_process_are_pinned_again(monkeypatch):
     assert pinned == []
     selected = run(super_batch_size=4, scorer=score_by_value, selector=TopK())
     assert pinned == selected  # gathered rows are pinned again
+
+
+# ---- hostile input (what user objects return is checked and named) ----------------------------
+
+def selecting(selector, **kw):
+    return CuratedLoader(dataset(20), batch_size=2, super_batch_size=5, scorer=score_by_value, selector=selector, **kw)
+
+
+@pytest.mark.parametrize("selector, error, word", [
+    (lambda scores, k, gen: torch.zeros(k, dtype=torch.long), ValueError, "repeated"),
+    (lambda scores, k, gen: torch.arange(k + 1), ValueError, "expected 2"),
+    (lambda scores, k, gen: torch.tensor([0, 7]), ValueError, "outside"),
+    (lambda scores, k, gen: [0, 1], TypeError, "LongTensor"),
+    (lambda scores, k, gen: torch.tensor([0.0, 1.0]), TypeError, "dtype"),
+])
+def test_selector_output_is_checked_and_named(selector, error, word):
+    with pytest.raises(error, match=f"selector.*{word}"):
+        next(iter(selecting(selector)))
+
+
+def test_selector_with_a_wrong_signature_is_named():
+    with pytest.raises(TypeError, match="selector must be callable as selector\\(scores, k, generator\\)"):
+        selecting(lambda scores, k: scores)
+
+
+@pytest.mark.parametrize("kwargs, word", [(dict(schedule=Early), "schedule"), (dict(selector=JEST), "selector")])
+def test_classes_instead_of_instances_are_named(kwargs, word):
+    with pytest.raises(TypeError, match=f"{word} must be an instance"):
+        CuratedLoader(dataset(10), batch_size=2, scorer=score_by_value, **kwargs)
+
+
+def test_scores_on_the_meta_device_are_refused():
+    loader = CuratedLoader(dataset(10), batch_size=2, super_batch_size=5,
+                           scorer=lambda b: torch.zeros(len(b[0]), device="meta"))
+    with pytest.raises(ValueError, match="meta"):
+        next(iter(loader))
+
+
+@pytest.mark.parametrize("subset", [
+    torch.tensor([True, False] * 5), np.array([True, False] * 5), [0.0, 1.0], np.array([1.5, 2.5]),
+])
+def test_subset_must_hold_integer_indices(subset):
+    with pytest.raises(TypeError, match="subset"):
+        CuratedLoader(dataset(10), batch_size=2, subset=subset)
+
+
+def test_a_keep_list_of_shard_ids_or_a_bad_line_is_named(tmp_path):
+    from curatedloader.pruning import save_keep
+
+    save_keep(tmp_path / "shards.txt", ["a.tar/0", "a.tar/1"])
+    with pytest.raises(TypeError, match="subset"):
+        CuratedLoader(dataset(10), batch_size=2, subset=tmp_path / "shards.txt")
+    (tmp_path / "bad.txt").write_text("#curatedloader-ids v1 int\n3\nfour\n")
+    with pytest.raises(ValueError, match="bad.txt line 3 is 'four'"):
+        CuratedLoader(dataset(10), batch_size=2, subset=tmp_path / "bad.txt")
+
+
+def test_class_weights_shorter_than_the_classes_is_named():
+    ds = TensorDataset(torch.randn(8, 2), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]))
+    loader = CuratedLoader(ds, batch_size=4, class_weights=torch.full((2,), 0.5))
+    with pytest.raises(ValueError, match="class_weights has 2 classes"):
+        next(iter(loader))
+
+
+def test_a_list_of_samples_is_rows_not_fields():
+    # an identity collate over samples whose tensors happen to have B entries: rows are samples
+    class Wide(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return (torch.full((4,), float(i)),)
+
+    loader = CuratedLoader(Wide(), batch_size=2, super_batch_size=4, collate_fn=lambda samples: samples,
+                           scorer=lambda batch: torch.stack([s[0][0] for s in batch]), selector=TopK())
+    first = next(iter(loader))
+    assert [s[0].tolist() for s in first] == [[2.0] * 4, [3.0] * 4]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_with_a_user_generator_is_exact_after_the_first_epoch(workers):
+    def make():
+        return CuratedLoader(dataset(30), batch_size=4, shuffle=True, num_workers=workers,
+                             generator=torch.Generator().manual_seed(5), super_batch_size=8, scorer=score_by_value)
+
+    full = make()
+    epochs = [ids_of(full), ids_of(full)]
+    run = make()
+    ids_of(run)
+    it = iter(run)
+    head = [next(it)[1].tolist() for _ in range(2)]
+    resumed = make()
+    resumed.load_state_dict(run.state_dict())
+    assert head + ids_of(resumed) == epochs[1]
+
+
+def test_a_dropped_loader_with_persistent_workers_frees_them_at_once():
+    import subprocess
+    import sys
+
+    code = """
+import gc, time, torch, multiprocessing as mp
+from torch.utils.data import TensorDataset
+from curatedloader import CuratedLoader
+gc.disable()  # no cycle collector: workers must go when the last reference does
+ds = TensorDataset(torch.arange(40).float(), torch.arange(40))
+for _ in range(4):
+    loader = CuratedLoader(ds, batch_size=4, num_workers=2, persistent_workers=True, super_batch_size=8,
+                           scorer=lambda b: b[0])
+    it = iter(loader)
+    next(it)
+    del loader, it
+time.sleep(1.0)
+print(len(mp.active_children()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+
+
+def test_state_after_a_break_is_where_the_loop_stopped():
+    loader = make_loader()
+    for i, batch in enumerate(loader):
+        if i == 2:
+            break
+    resumed = make_loader()
+    resumed.load_state_dict(loader.state_dict())
+    assert len(ids_of(resumed)) == len(make_loader()) - 3

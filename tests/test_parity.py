@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from curatedloader import CuratedLoader, Early, Scores, Steps, TopK
+from test_loader import Stream
 
 fast = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -122,17 +123,6 @@ def test_a_failed_selection_step_consumes_nothing():
 
 
 # ---- iterable datasets, collates, workers ------------------------------------------------------
-
-class Stream(IterableDataset):
-    def __init__(self, n: int):
-        self.n = n
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
-        for i in range(wid, self.n, nw):
-            yield torch.tensor(float(i)), torch.tensor(i)
-
 
 @pytest.mark.parametrize("workers, drop_last", [(0, False), (2, False), (2, True)])
 def test_iterable_dataset_is_batched_within_each_workers_stream(workers, drop_last):
@@ -308,6 +298,25 @@ def test_set_epoch_to_the_saved_epoch_keeps_the_position():
     resumed.load_state_dict(run.state_dict())
     resumed.set_epoch(1)  # the DistributedSampler idiom: must not restart the epoch
     assert head + rows(resumed) == full[len(full) // 2:]
+
+
+def test_set_epoch_between_iter_and_the_first_batch_chooses_that_iterators_epoch():
+    # DataLoader iterates its sampler at the first batch; Lightning calls iter() (twice: once to check the
+    # loader is iterable, dropping that iterator), then set_epoch, then next()
+    for selecting in (dict(), dict(super_batch_size=6, scorer=by_value)):
+        def loader():
+            return CuratedLoader(dataset(40), batch_size=3, shuffle=True, seed=2, **selecting)
+
+        reference = loader()
+        epochs = [rows(reference), rows(reference)]
+        lit = loader()
+        got = []
+        for epoch in range(2):
+            iter(lit)
+            it = iter(lit)
+            lit.set_epoch(epoch)
+            got.append([b[1].tolist() for b in it])
+        assert got == epochs
 
 
 def test_load_state_dict_after_iter_repositions_the_live_iterator():

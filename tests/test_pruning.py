@@ -32,10 +32,12 @@ def test_planted_near_duplicates_are_found():
     assert drop[:len(x)].sum() - drop[originals].sum() <= 0.01 * len(x)  # few false alarms
 
 
-@pytest.mark.parametrize("method", ["prototype", "gaussian", "knn", "knn-ivf"])
+@pytest.mark.parametrize("method", ["prototype", "gaussian", "knn", "knn-ivf", "knn-pq"])
 def test_planted_outliers_score_lowest(method, monkeypatch):
-    if method == "knn-ivf":  # the approximate index used beyond EXACT_MAX rows
+    if method.startswith("knn-"):  # the approximate indexes used beyond EXACT_MAX, IVF_FLAT_MAX rows
         monkeypatch.setattr(index, "EXACT_MAX", 500)
+        monkeypatch.setattr(index, "IVF_FLAT_MAX", 500 if method == "knn-pq" else 10**9)
+        assert index.knn_route(1020, 32) == {"knn-ivf": "ivf-flat", "knn-pq": "ivf-pq"}[method]
         method = "knn"
     x, _ = clusters(1000)
     rng = np.random.default_rng(2)

@@ -1,5 +1,6 @@
 """Pruning end to end: encode with a tiny random open_clip model (no download), resume, shards, the CLI."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -90,15 +91,22 @@ def test_interrupted_encode_resumes(tmp_path):
     again = Flaky()
     encode(Pixels(), again, out=tmp_path, progress=False)  # finished: loaded, not recomputed
     assert again.calls == 0
-    with pytest.raises(ValueError, match="features of another source"):
-        encode(Pixels(4), Flaky(), out=tmp_path, progress=False)
 
 
-def test_resume_with_another_encoder_is_refused(tmp_path):
-    with pytest.raises(KeyboardInterrupt):
+def test_another_source_or_encoder_recomputes_or_is_refused(tmp_path, capsys):
+    encode(Pixels(), Flaky(), out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"features.npy is stale \(source.samples: 10 -> 4\).*recompute is off"):
+        encode(Pixels(4), Flaky(), out=tmp_path, progress=False, recompute=False)
+    assert len(Features.load(tmp_path)) == 10  # refused: left as it was
+    other = Flaky()
+    assert len(encode(Pixels(4), other, out=tmp_path, progress=False)) == 4 and other.rows == 4
+    assert "features.npy is stale (source.samples: 10 -> 4): recomputing" in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt):  # an unfinished encode is not resumed by another encoder
         encode(Pixels(), Flaky(fail_at=2), batch_size=4, out=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="encoder: gives 5-d features; the unfinished encode .* holds 48-d"):
-        encode(Pixels(), lambda b: b.flatten(1)[:, :5], batch_size=4, out=tmp_path, progress=False)
+    feats = encode(Pixels(), lambda b: b.flatten(1)[:, :5], batch_size=4, out=tmp_path, progress=False)
+    assert feats.array.shape == (10, 5)
+    np.testing.assert_array_equal(feats.array, Pixels().x.flatten(1)[:, :5].numpy())
+    assert "encode.partial.json is stale (code:" in capsys.readouterr().err
 
 
 def test_encode_shards(tmp_path):
@@ -138,6 +146,58 @@ def test_cli_end_to_end(tiny, image_folder, tmp_path, capsys):
     assert main([str(tmp_path / "features.npy"), "--keep", "3", "--score", "knn", "--k", "2",
                  "--strategy", "easy", "--out", str(features_only)]) == 0
     assert len(load_keep(features_only / "keep.txt")) == 3
+    assert main([str(tmp_path / "features.npy"), "--keep", "3", "--out", str(tmp_path)]) == 0  # its own features
+    assert np.load(tmp_path / "features.npy").shape == (13, 16) and len(load_keep(tmp_path / "keep.txt")) == 3
+
+
+def test_rerun_with_another_encoder_recomputes_and_leaves_nothing_stale(tiny, image_folder, tmp_path, capsys):
+    """The stale-results bug: a second prune into the same --out with another encoder config kept the
+    first run's features, and drop.npy of a --dedup run stayed beside the keep.txt of a run without it."""
+    other = tmp_path / "other_clip.json"
+    other.write_text(json.dumps({**TINY, "embed_dim": 8}))
+    out = tmp_path / "out"
+    base = [str(image_folder), "--out", str(out), "--batch-size", "13", "--no-progress"]
+    assert main(base + ["--encoder", tiny[0], "--checkpoint", tiny[1], "--dedup", "1e-6"]) == 0
+    assert np.load(out / "features.npy").shape == (13, 16) and (out / "drop.npy").exists()
+    capsys.readouterr()
+    assert main(base + ["--encoder", str(other), "--random-init"]) == 0
+    err = capsys.readouterr().err
+    assert "encoding 13 images" in err and "features.npy is stale (config: sha256:" in err
+    assert "removed drop.npy of an earlier run (made by eps=1e-06" in err
+    assert np.load(out / "features.npy").shape == (13, 8) and not (out / "drop.npy").exists()
+    made = json.loads((out / "manifest.json").read_text())
+    assert set(made) == {"features.npy", "ids.txt", "scores.npy", "groups.npy", "keep.txt", "weights.npy",
+                         "summary.json"}
+    assert made["scores.npy"]["made_by"]["features"] == made["features.npy"]["key"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["near_duplicates"] == 0 and summary["stages"]["scores"]["seconds"] > 0
+    assert summary["stages"]["encode"]["peak_rss_gib"] > 0
+    assert main(base + ["--encoder", str(other), "--random-init", "--keep", "3"]) == 0  # same inputs: reused
+    err = capsys.readouterr().err
+    assert "encoding 13" in err and "stale" not in err and "reusing scores.npy" in err
+    assert len(load_keep(out / "keep.txt")) == 3
+    assert json.loads((out / "summary.json").read_text())["stages"]["scores"] == {"cached": True}
+    assert main(base + ["--encoder", str(other), "--random-init", "--score", "knn", "--k", "2",
+                        "--no-recompute"]) == 2
+    assert "scores.npy is stale (k: null -> 2; score: prototype -> knn)" in capsys.readouterr().err
+
+
+def test_random_init_is_seeded_and_needs_no_checkpoint(tiny, image_folder, tmp_path):
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        assert main([str(image_folder), "--encoder", tiny[0], "--random-init", "--out", str(out), "--no-progress"]) == 0
+    np.testing.assert_array_equal(np.load(runs[0] / "features.npy"), np.load(runs[1] / "features.npy"))
+    assert load_keep(runs[0] / "keep.txt").tolist() == load_keep(runs[1] / "keep.txt").tolist()
+
+
+def test_every_long_stage_shows_progress(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32))
+    assert main([str(tmp_path / "x.npy"), "--score", "knn", "--dedup", "0.05", "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    for bar in ("kNN index", "kNN search", "k-means", "assign", "dedup"):
+        assert re.search(rf"{bar}:\s+\d+%\|[^\r]*\| \d+/\d+ \[\d\d:\d\d<", err), bar  # a bar: n/total [elapsed<ETA
+    assert main([str(tmp_path / "x.npy"), "--score", "prototype", "--out", str(tmp_path / "p"), "--no-progress"]) == 0
+    assert "k-means" not in capsys.readouterr().err
 
 
 def test_cli_errors(tiny, image_folder, tmp_path, capsys):
@@ -146,7 +206,10 @@ def test_cli_errors(tiny, image_folder, tmp_path, capsys):
                  "--out", str(out)]) == 2
     assert "checkpoint: no file at" in capsys.readouterr().err and not out.exists()
     assert main([str(image_folder), "--out", str(out)]) == 2
-    assert "--encoder and --checkpoint" in capsys.readouterr().err
+    assert "--encoder and one of --checkpoint or --random-init" in capsys.readouterr().err
+    assert main([str(image_folder), "--encoder", tiny[0], "--checkpoint", tiny[1], "--random-init",
+                 "--out", str(out)]) == 2
+    assert "--encoder and one of --checkpoint or --random-init" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(image_folder), "--keep", "1.5", "--out", str(out)])
     np.save(tmp_path / "ints.npy", np.ones((4, 3), np.int64))

@@ -1,4 +1,5 @@
 """CuratedLoader.from_shards: exactly-once, determinism, resume, corrupt input, keep-lists, writing shards."""
+import io
 import os
 import signal
 import tarfile
@@ -265,3 +266,229 @@ def test_rank_stream_is_cut_or_padded_to_the_epoch_length_and_resumes(shards, mo
         resumed = make()
         resumed.load_state_dict(run.state_dict())
         assert head + rows(resumed) == full
+
+
+def _cut_facts(url, cut):
+    """From an intact shard, before cutting it at byte `cut`: the samples complete before the cut, whether
+    one is partly there (its first header read whole, not all its data), and whether the cut is a truncation
+    (before the end of the two zero blocks that end the archive)."""
+    with tarfile.open(url) as tar:
+        members = tar.getmembers()
+    by_key = {}
+    for m in members:
+        by_key.setdefault(m.name.split(".")[0], []).append(m)
+    complete = {int(k[1:]) for k, ms in by_key.items() if all(m.offset_data + m.size <= cut for m in ms)}
+    partial = any(int(k[1:]) not in complete and ms[0].offset_data <= cut for k, ms in by_key.items())
+    end = max((m.offset_data + -(-m.size // 512) * 512 for m in members), default=0)
+    return complete, partial, cut < end + 1024
+
+
+def _read_all(loader):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = sum(rows(loader), [])
+    return got, [str(w.message) for w in caught if "one warning per shard" in str(w.message)]
+
+
+@FAST
+@given(data=st.data(), workers=st.sampled_from([0, 1]))
+def test_a_shard_cut_at_any_byte_keeps_each_complete_sample_once_and_counts_the_cut(shards, data, workers):
+    urls, n = shards([3, 2, 3])
+    bad = data.draw(st.integers(0, 2), label="shard")
+    cut = data.draw(st.integers(0, os.path.getsize(urls[bad])), label="cut")
+    first = [0, 3, 5][bad]
+    complete, partial, truncated = _cut_facts(urls[bad], cut)
+    with open(urls[bad], "r+b") as f:
+        f.truncate(cut)
+    loader = CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), num_workers=workers)
+    got, messages = _read_all(loader)
+    others = set(range(n)) - set(range(first, first + [3, 2, 3][bad]))
+    assert sorted(got) == sorted(others | complete)
+    assert len(got) == sum(count_samples(u, fields=("npy", "cls")) for u in urls)  # len() from the headers agrees
+    assert loader.stats.bad_shards == truncated
+    assert loader.stats.skipped_samples == partial
+    assert [m.split(":")[0] for m in messages] == [urls[bad]] * (truncated or partial)
+
+
+@pytest.mark.parametrize("where", ["header", "name", "boundary", "data", "padding", "end marker"])
+def test_a_cut_inside_a_header_is_counted_and_the_sample_before_it_kept(shards, where):
+    urls, n = shards([4, 3])
+    with tarfile.open(urls[0]) as tar:
+        third = [m for m in tar.getmembers() if m.name.startswith("k00002")][0]
+        last = tar.getmembers()[-1]
+    cut = {"header": third.offset + 300, "name": third.offset + 20, "boundary": third.offset,
+           "data": third.offset_data + 1, "padding": third.offset_data + third.size + 1,
+           "end marker": last.offset_data + 512 + 700}[where]
+    complete, partial, truncated = _cut_facts(urls[0], cut)
+    assert truncated and ({0, 1} <= complete)
+    with open(urls[0], "r+b") as f:
+        f.truncate(cut)
+    loader = CuratedLoader.from_shards(urls, 3, to_tuple=("npy", "cls"))
+    got, messages = _read_all(loader)
+    assert sorted(got) == sorted(complete | {4, 5, 6})
+    assert loader.stats.bad_shards == 1 and loader.stats.skipped_samples == partial
+    assert len(messages) == 1 and messages[0].startswith(urls[0])
+
+
+def _write_members(url, members):
+    """A tar of (name, bytes) members in this order, as a writer with bugs might leave it."""
+    with tarfile.open(url, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _sample(k, fields=("npy", "cls")):
+    """Sample k's members, as make_shards writes them."""
+    npy = io.BytesIO()
+    np.save(npy, np.full(2, k, np.float32))
+    data = {"npy": npy.getvalue(), "cls": str(k).encode()}
+    return [(f"k{k:05d}.{f}", data[f]) for f in fields]
+
+
+def test_duplicate_keys_skip_only_the_bad_samples(shards):
+    urls, _ = shards([2, 2])
+    members = _sample(0) + _sample(1) + _sample(1) + _sample(2)  # k1 written twice in a row
+    members += _sample(3)[:1] + _sample(3)[:1] + _sample(3)[1:] + _sample(4) + _sample(0) + _sample(5)
+    _write_members(urls[0], members)  # k3 has npy twice; k0 comes again after k4
+    loader = CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"))
+    got, messages = _read_all(loader)
+    assert sorted(got) == [0, 2, 2, 3, 4, 5]  # the other shard holds k2, k3: ids differ by shard name
+    assert loader.stats.skipped_samples == 3 and loader.stats.bad_shards == 0
+    assert len(messages) == 1 and messages[0].startswith(urls[0]) and "k00001" in messages[0]
+    assert count_samples(urls[0]) == 4  # len() leaves them out too
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_sample_missing_a_field_in_dict_batches_is_skipped_and_named(shards, workers):
+    urls, _ = shards([2, 2])
+    members = [m for k in range(6) for m in _sample(k, ("npy",) if k in (0, 3) else ("npy", "cls"))]
+    _write_members(urls[0], members)  # k0 (the first sample, whose fields a collate would follow) and k3 lack cls
+    loader = CuratedLoader.from_shards(urls, 2, shuffle=False, num_workers=workers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = list(loader)
+    assert all(set(batch) == {"__key__", "npy", "cls"} for batch in batches)
+    assert sorted(sum((batch["cls"].tolist() for batch in batches), [])) == [1, 2, 2, 3, 4, 5]
+    assert loader.stats.skipped_samples == 2 and len(loader) == 3
+    messages = [str(w.message) for w in caught if "one warning per shard" in str(w.message)]
+    assert len(messages) == 1 and all(s in messages[0] for s in (urls[0], "k00000", "'cls'"))
+
+
+def test_a_directory_takes_gzipped_shards(shards):
+    import gzip
+
+    urls, n = shards([3, 2, 4])
+    for url, suffix in zip(urls[1:], (".tar.gz", ".tgz")):
+        with open(url, "rb") as f, gzip.open(url[: -len(".tar")] + suffix, "wb") as g:
+            g.write(f.read())
+        os.remove(url)
+    root = os.path.dirname(urls[0])
+    open(os.path.join(root, "notes.txt"), "w").close()
+    assert [os.path.basename(u) for u in expand_urls(root)] == ["s000.tar", "s001.tar.gz", "s002.tgz"]
+    loader = CuratedLoader.from_shards(root, 2, to_tuple=("npy", "cls"), num_workers=2)
+    assert sorted(sum(rows(loader), [])) == list(range(n)) and len(loader) == -(-n // 2)
+    assert loader.stats.bad_shards == 0
+
+
+def test_a_lost_connection_to_a_dead_worker_names_the_worker():
+    import multiprocessing
+
+    from curatedloader.shards import _deaths_named
+
+    worker = multiprocessing.get_context("fork").Process(target=signal.pause)
+    worker.start()
+
+    class Iterator:  # a DataLoader iterator whose worker dies while a piece is being taken from it
+        _workers = [worker]
+
+        def __next__(self):
+            os.kill(worker.pid, signal.SIGKILL)
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+    with pytest.raises(RuntimeError, match=rf"worker \(pid\(s\) {worker.pid}\) exited unexpectedly") as caught:
+        next(_deaths_named(Iterator()))
+    assert isinstance(caught.value.__cause__, ConnectionResetError)
+
+
+_KILL_SCRIPT = """
+import os, signal, sys, time
+sys.path.insert(0, {tests!r})
+from test_shards import make_shards
+from curatedloader import CuratedLoader
+urls, _ = make_shards({root!r}, [400, 400])
+loader = CuratedLoader.from_shards(urls, 4, to_tuple=("npy", "cls"), num_workers=2)
+it = iter(loader)
+next(it)
+import multiprocessing
+pid = multiprocessing.active_children()[0].pid  # a worker of the loader
+os.kill(pid, signal.SIGKILL)
+try:
+    for _ in it:
+        pass
+except RuntimeError as e:
+    print("pid", pid, "error", e)
+"""
+
+
+def test_a_worker_killed_while_reading_shards_raises_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    script = _KILL_SCRIPT.format(tests=os.path.dirname(__file__), root=str(tmp_path / "data"))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("pid"), out.stdout + out.stderr
+    pid = out.stdout.split()[1]  # DataLoader's SIGCHLD handler or the lost connection, whichever sees it first
+    named = (f"worker (pid {pid}) is killed by signal", f"worker (pid(s) {pid}) exited unexpectedly")
+    assert any(s in out.stdout for s in named), out.stdout + out.stderr
+
+
+def test_resume_needs_the_same_number_of_workers(shards):
+    urls, _ = shards([5, 4, 6])
+    make = lambda workers: CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), num_workers=workers, seed=1)
+    run = make(2)
+    rows(run, 2)
+    with pytest.raises(ValueError, match=r"num_workers: .* 2 worker\(s\), this loader has num_workers=0; .*num_workers=2"):
+        make(0).load_state_dict(run.state_dict())
+    full, run = rows(make(1)), make(0)  # one worker and none read the same single stream
+    head = rows(run, 3)
+    resumed = make(1)
+    resumed.load_state_dict(run.state_dict())
+    assert head + rows(resumed) == full
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_samples_after_a_garbled_block_are_kept(shards, workers):
+    urls, n = shards([5, 2])
+    with tarfile.open(urls[0]) as tar:
+        first = [m for m in tar.getmembers() if m.name.startswith("k00002")][0]
+    with open(urls[0], "r+b") as f:  # the headers (pax and ustar) of k2's first file: k2 loses a field
+        f.seek(first.offset)
+        f.write(os.urandom(first.offset_data - first.offset))
+    loader = CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), num_workers=workers)
+    got, messages = _read_all(loader)
+    assert sorted(got) == [0, 1, 3, 4, 5, 6] and len(loader) == 3
+    assert loader.stats.bad_shards == 1 and loader.stats.skipped_samples == 1
+    assert len(messages) == 1 and messages[0].startswith(urls[0])
+
+
+@FAST
+@given(data=st.data())
+def test_a_gzipped_shard_cut_anywhere_keeps_a_prefix_and_counts_the_cut(shards, data):
+    import gzip
+
+    urls, n = shards([4, 2])
+    with open(urls[0], "rb") as f:
+        packed = gzip.compress(f.read())
+    os.remove(urls[0])
+    cut = data.draw(st.integers(0, 2**16 - 1), label="cut") * len(packed) >> 16  # its length varies with mtimes
+    with open(urls[0][: -len(".tar")] + ".tgz", "wb") as f:
+        f.write(packed[:cut])
+    urls = expand_urls(os.path.dirname(urls[0]))
+    loader = CuratedLoader.from_shards(urls, 2, to_tuple=("npy", "cls"), shuffle=False)
+    got, messages = _read_all(loader)
+    kept = sorted(set(got) - {4, 5})
+    assert kept == list(range(len(kept))) and len(got) == len(set(got)) and {4, 5} <= set(got)
+    assert len(got) == sum(count_samples(u, fields=("npy", "cls")) for u in urls)
+    assert loader.stats.bad_shards == 1 and [m.split(":")[0] for m in messages] == [urls[0]]  # s000.tgz

@@ -1,6 +1,7 @@
 """from_shards under torch.distributed: two gloo ranks on CPU."""
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -8,6 +9,8 @@ import torch.multiprocessing as mp
 from curatedloader import CuratedLoader
 from test_shards import make_shards, rows
 
+
+pytestmark = pytest.mark.distributed
 
 def _rank(rank, world, root, out):
     dist.init_process_group("gloo", init_method=f"file://{root}/init", rank=rank, world_size=world)

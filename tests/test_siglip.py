@@ -6,7 +6,7 @@ from torch import nn
 
 from curatedloader import JEST, CuratedLoader, TopK, Uniform
 from curatedloader.scoring import PairScores, SigLIPScorer
-from curatedloader.scoring.siglip import chunked_selection
+from curatedloader.selection import chunked_selection
 from test_pair_sums import PARAMS, embeddings, materialised
 
 

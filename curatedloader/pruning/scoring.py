@@ -4,8 +4,8 @@
   k centroids (default min(1000, ⌈√N⌉)).
 - gaussian: log-density under a Gaussian with Ledoit-Wolf shrinkage covariance (DeVries et al. 2020,
   "Instance Selection for GANs"); within a group it ranks exactly as −Mahalanobis distance.
-- knn: cosine similarity to the k-th nearest neighbour (default k = 10), a density estimate; exact
-  search up to `index.EXACT_MAX` rows, IVF beyond.
+- knn: cosine similarity to the k-th nearest neighbour (default k = 10), a density estimate; the
+  index takes a route by size (`index.knn_route`: exact, IVF-flat, or IVF-HNSW with PQ codes).
 
 With `groups`, each group is scored on its own (its own centroids, Gaussian or neighbours).
 """
@@ -15,15 +15,17 @@ import math
 
 import numpy as np
 
-from .features import CHUNK, as_features, normalized
+from .features import CHUNK, as_features
 from .groups import group_members
 from .index import knn_similarity, nearest_centroid, spherical_kmeans
 
 KNN_K = 10  # the neighbour rank of the knn score by default
 
 
-def score(features, method: str = "prototype", *, groups=None, k: int | None = None, seed: int = 0) -> np.ndarray:
-    """float64 [N] scores of `features` (Features or [N, d] floats), higher = more typical.
+def score(features, method: str = "prototype", *, groups=None, k: int | None = None, seed: int = 0,
+          progress: bool = False) -> np.ndarray:
+    """float64 [N] scores of `features` (Features or [N, d] floats, memory-mapped is fine: read in blocks),
+    higher = more typical; `progress` shows a bar per long step.
 
     >>> s = score(feats, "gaussian", groups=labels)
     >>> s = score(feats, "knn", k=10)
@@ -41,21 +43,21 @@ def score(features, method: str = "prototype", *, groups=None, k: int | None = N
             raise ValueError(f"groups: group {label} has {len(idx)} samples; knn with k = {k or KNN_K} needs more")
     out = np.empty(len(x))
     for idx in members:
-        out[idx] = METHODS[method](x[idx] if groups is not None else x, k, seed)
+        out[idx] = METHODS[method](x[idx] if groups is not None else x, k, seed, progress)
     return out
 
 
-def _prototype(x: np.ndarray, k: int | None, seed: int) -> np.ndarray:
-    x = normalized(x)
+def _prototype(x: np.ndarray, k: int | None, seed: int, progress: bool) -> np.ndarray:
     k = k or min(1000, math.ceil(math.sqrt(len(x))))
-    return nearest_centroid(x, spherical_kmeans(x, k, seed=seed))[0].astype(np.float64)
+    centroids = spherical_kmeans(x, k, seed=seed, progress=progress)
+    return nearest_centroid(x, centroids, progress=progress)[0].astype(np.float64)
 
 
-def _knn(x: np.ndarray, k: int | None, seed: int) -> np.ndarray:
-    return knn_similarity(normalized(x), k or KNN_K, seed=seed)[0].astype(np.float64)
+def _knn(x: np.ndarray, k: int | None, seed: int, progress: bool) -> np.ndarray:
+    return knn_similarity(x, k or KNN_K, seed=seed, progress=progress)[0].astype(np.float64)
 
 
-def _gaussian(x: np.ndarray, k: None, seed: int) -> np.ndarray:
+def _gaussian(x: np.ndarray, k: None, seed: int, progress: bool) -> np.ndarray:
     mean, cov = ledoit_wolf(x)
     precision = np.linalg.inv(cov)
     logdet = np.linalg.slogdet(cov)[1]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,36 +12,7 @@ from torch import Tensor, nn
 from ..batch import get_field
 from ..kernels import sigmoid_pair_sums
 from ..scores import Scorer, Scores, model_device
-from ..selection import gumbel_topk
 from .cross_entropy import to_device
-
-
-def chunked_selection(diag: Tensor, pair_sums: Callable[[Tensor], tuple[Tensor, Tensor]], k: int, n_chunks: int,
-                      draw: Callable[[Tensor, int], Tensor]) -> Tensor:
-    """k distinct indices chosen in `n_chunks` chunks by conditional score (JEST's joint selection).
-
-    The first chunk is drawn on `diag` (S_kk); every later one on S_kk + Σ_{j∈A} S_kj + Σ_{i∈A} S_ik, the
-    gain of adding k to the chosen set A, with A masked. `pair_sums(new)` returns the row and column sums
-    of S over the indices `new`, so the running sums grow by the newly chosen chunk only.
-    `draw(logits, m)` picks m indices (a Gumbel-top-m draw for JEST, top-m for TopK).
-
-    >>> chunked_selection(torch.tensor([0.0, 3.0, 1.0]), lambda new: (torch.zeros(3), torch.zeros(3)), 2, 2,
-    ...                   lambda logits, m: torch.topk(logits, m).indices)
-    tensor([1, 2])
-    """
-    if not 0 <= k <= diag.shape[0]:
-        raise ValueError(f"k must be in [0, {diag.shape[0]}], got {k}")
-    sizes = [s for s in (k // n_chunks + (i < k % n_chunks) for i in range(n_chunks)) if s]
-    logits = diag.float().clone()
-    picked = []
-    for i, size in enumerate(sizes):
-        new = draw(logits, size)
-        picked.append(new)
-        logits[new] = float("-inf")
-        if i + 1 < len(sizes):
-            rows, cols = pair_sums(new)
-            logits += rows + cols
-    return torch.cat(picked) if picked else torch.zeros(0, dtype=torch.long, device=diag.device)
 
 
 @dataclass(kw_only=True)
@@ -49,14 +20,15 @@ class PairScores(Scores):
     """Normalised embeddings `[B, d]` and scale/bias of a learner and a reference SigLIP model.
 
     `learner` and `reference` hold each model's loss on the sample's own pair (the diagonal S_kk), so
-    `values()` is the per-sample score and `mean_losses()` (for `Early`) the mean positive-pair loss.
-    `JEST` draws on the conditional pairwise scores (`jest`), `TopK` takes their greedy limit (`topk`),
-    `Uniform` only needs `len()`. `impl` picks the `sigmoid_pair_sums` implementation.
+    `values()` is the per-sample score and `mean_losses()` (for `Early`) the mean positive-pair loss;
+    `pair_sums()` makes them pairwise scores (`selection.PairwiseScores`): `JEST` and `TopK` draw chunk by
+    chunk on the conditional scores, `Uniform` only needs `len()`. `impl` picks the `sigmoid_pair_sums`
+    implementation.
 
     >>> img, txt = F.normalize(torch.randn(2, 6, 4), dim=-1)
     >>> s = PairScores(learner_img=img, learner_txt=txt, learner_scale=10.0, learner_bias=-10.0,
     ...                reference_img=txt, reference_txt=img, reference_scale=10.0, reference_bias=-10.0)
-    >>> s.jest(2, 2, 1.0, "learnability", torch.Generator().manual_seed(0)).shape
+    >>> JEST(n_chunks=2)(s, 2, torch.Generator().manual_seed(0)).shape
     torch.Size([2])
     """
 
@@ -75,17 +47,6 @@ class PairScores(Scores):
             self.learner = positive_pair_loss(self.learner_img, self.learner_txt, self.learner_scale, self.learner_bias)
             self.reference = positive_pair_loss(self.reference_img, self.reference_txt, self.reference_scale,
                                                 self.reference_bias)
-
-    def jest(self, k: int, n_chunks: int, temperature: float, criterion: str, generator: torch.Generator) -> Tensor:
-        """JEST: every chunk a Gumbel-top-(k/n_chunks) draw from softmax(conditional score / temperature)."""
-        return self._chunked(k, n_chunks, criterion, lambda logits, m: gumbel_topk(logits, m, generator, temperature))
-
-    def topk(self, k: int, criterion: str, n_chunks: int = 16) -> Tensor:
-        """JEST's temperature → 0 limit: every chunk the top k/n_chunks conditional scores."""
-        return self._chunked(k, n_chunks, criterion, lambda logits, m: torch.topk(logits, m).indices)
-
-    def _chunked(self, k: int, n_chunks: int, criterion: str, draw: Callable[[Tensor, int], Tensor]) -> Tensor:
-        return chunked_selection(self.values(criterion), lambda new: self.pair_sums(new, criterion), k, n_chunks, draw)
 
     def pair_sums(self, chosen: Tensor, criterion: str = "learnability") -> tuple[Tensor, Tensor]:
         """(Σ_{j∈chosen} S_kj, Σ_{i∈chosen} S_ik) for every k, S the pair score under `criterion`."""
