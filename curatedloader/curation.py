@@ -164,10 +164,9 @@ class Curation:
                     "pass nan='uniform' to fall back to a uniform draw for such super-batches"
                 )
             stats.nan_batches += 1
-            chosen = uniform(n, k, rng.select)
+            chosen = torch.sort(uniform(n, k, rng.select)).values
         else:
-            chosen = check_indices(self.selector(scores, k, rng.select), n, k, self.selector)
-        chosen = torch.sort(chosen).values
+            chosen = check_indices(self.selector(scores, k, rng.select), n, k, self.selector)  # sorted
         sub = index_batch(batch, chosen)
         for name, value in scores.extras.items():
             sub = attach(sub, name, value[chosen.to(value.device)])

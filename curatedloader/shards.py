@@ -421,8 +421,10 @@ class ShardStream(IterableDataset):
             rows = bad = 0
             for piece in _deaths_named(iter(loader)):
                 bad += piece.bad_shards
-                errors = {"skipped_samples": piece.skipped, "bad_shards": piece.bad_shards,
-                          "messages": piece.messages}
+                errors = None  # the per-piece path: a dict only when the piece met errors
+                if piece.skipped or piece.bad_shards or piece.messages:
+                    errors = {"skipped_samples": piece.skipped, "bad_shards": piece.bad_shards,
+                              "messages": piece.messages}
                 n = len(piece.ids) if limit is None else min(len(piece.ids), limit - row)
                 self._log.append((row, row + n, (piece.worker, piece.done, piece.where, piece.after)))
                 self._fold(self.position)
@@ -430,7 +432,7 @@ class ShardStream(IterableDataset):
                     yield piece.ids, piece.batch, errors
                 elif n:  # the end of this rank's epoch cuts the piece
                     yield piece.ids[:n], index_batch(piece.batch, torch.arange(n)), errors
-                elif piece.skipped or piece.bad_shards:
+                elif errors:
                     yield [], None, errors
                 row, rows = row + n, rows + n
                 if limit is not None and row >= limit:

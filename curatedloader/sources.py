@@ -174,8 +174,9 @@ class _Chunks(Sampler):
         order = np.asarray(run.order(), dtype=np.int64)  # sliced per chunk as views, ids shared with the FIFO
         gathers = self.source.gathers
         while i < len(order):
-            ids = order[i : i + ep.chunk(k)]
-            if len(ids) < ep.chunk(k) and ep.fixed and run.source.drop_last:
+            size = ep.chunk(k)
+            ids = order[i : i + size]
+            if len(ids) < size and ep.fixed and run.source.drop_last:
                 return  # the short last batch would be dropped: don't load it
             run.fifo.append(torch.from_numpy(ids))
             if gathers:  # one index for the whole chunk (an int array: cheap to send to workers and to index with)
